@@ -1,0 +1,89 @@
+package problems
+
+// Code is a stable, machine-readable identifier of a problem. Codes are
+// part of the external contract: never rename one, only add.
+type Code string
+
+// The catalogue of public error codes.
+const (
+	CodeBadRequest          Code = "bad_request"
+	CodeBodyTooLarge        Code = "body_too_large"
+	CodeHeadersTooLarge     Code = "headers_too_large"
+	CodeRequestTimeout      Code = "request_timeout"
+	CodeRouteNotFound       Code = "route_not_found"
+	CodeCredentialMissing   Code = "credential_missing"
+	CodeCredentialMalformed Code = "credential_malformed"
+	CodeCredentialInvalid   Code = "credential_invalid"
+	CodeForbidden           Code = "forbidden"
+	CodeQuotaExceeded       Code = "quota_exceeded"
+	CodeRateLimited         Code = "rate_limited"
+	CodeConcurrencyLimited  Code = "concurrency_limited"
+	CodeStoreUnavailable    Code = "store_unavailable"
+	CodeUpstreamUnreachable Code = "upstream_unreachable"
+	CodeUpstreamTimeout     Code = "upstream_timeout"
+	CodeUpstreamError       Code = "upstream_error"
+	CodeUpgradeRefused      Code = "upgrade_refused"
+	CodeInternal            Code = "internal_error"
+	CodeUnauthorized        Code = "unauthorized"
+	CodeNotFound            Code = "not_found"
+	CodeMethodNotAllowed    Code = "method_not_allowed"
+	CodeInvalidField        Code = "invalid_field"
+	CodeConflict            Code = "conflict"
+	CodeUnavailable         Code = "unavailable"
+)
+
+// Entry describes one code: the status it is normally sent with and the
+// default message shown to clients.
+type Entry struct {
+	Code    Code
+	Status  int
+	Message string
+}
+
+// Catalogue lists every public code. A test keeps codes unique and every
+// constant above listed here.
+var Catalogue = []Entry{
+	{CodeBadRequest, 400, "the request could not be parsed"},
+	{CodeBodyTooLarge, 413, "the request body is too large"},
+	{CodeHeadersTooLarge, 431, "the request headers are too large"},
+	{CodeRequestTimeout, 408, "the request was not received in time"},
+	{CodeRouteNotFound, 404, "no route matches this request"},
+	{CodeCredentialMissing, 401, "a credential is required"},
+	{CodeCredentialMalformed, 401, "the credential is malformed"},
+	{CodeCredentialInvalid, 401, "the credential is not valid"},
+	{CodeForbidden, 403, "the credential may not access this route"},
+	{CodeQuotaExceeded, 429, "the monthly request quota is exhausted"},
+	{CodeRateLimited, 429, "too many requests in a short time"},
+	{CodeConcurrencyLimited, 429, "too many requests in flight"},
+	{CodeStoreUnavailable, 503, "the credential store is unavailable"},
+	{CodeUpstreamUnreachable, 502, "the upstream could not be reached"},
+	{CodeUpstreamTimeout, 504, "the upstream did not answer in time"},
+	{CodeUpstreamError, 502, "the upstream answered with an error"},
+	{CodeUpgradeRefused, 501, "protocol upgrades are not allowed on this route"},
+	{CodeInternal, 500, "internal error"},
+	{CodeUnauthorized, 401, "a valid admin token is required"},
+	{CodeNotFound, 404, "not found"},
+	{CodeMethodNotAllowed, 405, "method not allowed"},
+	{CodeInvalidField, 400, "invalid value"},
+	{CodeConflict, 409, "already exists"},
+	{CodeUnavailable, 503, "the service is not ready"},
+}
+
+var byCode = func() map[Code]Entry {
+	m := make(map[Code]Entry, len(Catalogue))
+	for _, e := range Catalogue {
+		m[e.Code] = e
+	}
+	return m
+}()
+
+// Message returns the catalogue's default message for c.
+func (c Code) Message() string { return byCode[c].Message }
+
+// Status returns the catalogue's status for c, 500 for an unknown code.
+func (c Code) Status() int {
+	if e, ok := byCode[c]; ok {
+		return e.Status
+	}
+	return 500
+}
