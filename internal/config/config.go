@@ -1,0 +1,498 @@
+// Package config owns tollgate's configuration: the YAML schema, its
+// defaults, strict parsing with ${VAR} expansion and human durations, and
+// validation that reports every problem at once with its field path and
+// line. What the hot path needs (routes, time zones, CIDRs, header names)
+// is pre-parsed here so that no request parses configuration.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen is the proxy listener's address. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// Admin is the admin API listener.
+	Admin Admin `yaml:"admin"`
+	// DataDir holds the embedded NATS JetStream store and the admin token
+	// digest. Default ./data.
+	DataDir string `yaml:"data_dir"`
+	// NATS selects the embedded server (URL empty) or an external one.
+	NATS NATS `yaml:"nats"`
+	// Server tunes the proxy listener.
+	Server Server `yaml:"server"`
+	// Auth configures how credentials are read from requests.
+	Auth Auth `yaml:"auth"`
+	// Headers names the identity headers sent to the backend.
+	Headers Headers `yaml:"headers"`
+	// TrustedProxies lists CIDRs (or addresses) whose X-Forwarded-* headers
+	// are trusted and extended rather than replaced.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Quota configures monthly quotas and the ledger leases.
+	Quota Quota `yaml:"quota"`
+	// Plans maps a plan name to its limits.
+	Plans map[string]Plan `yaml:"plans"`
+	// Upstreams maps a name to a backend pool; routes refer to a name or
+	// give a URL inline.
+	Upstreams map[string]Upstream `yaml:"upstreams"`
+	// Routes are matched by host and longest path prefix.
+	Routes []Route `yaml:"routes"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+
+	// Parsed at load time.
+	TrustedNets []netip.Prefix `yaml:"-"`
+	Location    *time.Location `yaml:"-"`
+	// File is the path the config was read from, if any.
+	File string `yaml:"-"`
+}
+
+// Admin is the admin API listener.
+type Admin struct {
+	// Listen defaults to 127.0.0.1:9901. Empty string after expansion keeps the default.
+	Listen string `yaml:"listen"`
+	// Token is the admin bearer token. When empty, serve generates one on
+	// first start, stores its digest in the data dir and prints it once.
+	Token string `yaml:"token"`
+}
+
+// NATS selects where data and the quota ledger live.
+type NATS struct {
+	// URL is empty for the embedded server, else a comma-separated list of
+	// nats:// URLs.
+	URL string `yaml:"url"`
+	// Listen, for the embedded server only, also serves NATS clients on
+	// this address (e.g. 127.0.0.1:4222) so other replicas can share it.
+	// Default: in-process only.
+	Listen string `yaml:"listen"`
+	// Credentials is an optional .creds file for an external server.
+	Credentials string `yaml:"credentials"`
+	// Replicas for streams and buckets on an external cluster. Default 1.
+	Replicas int `yaml:"replicas"`
+	// SyncAlways makes the embedded server fsync every write. Default true:
+	// a lost ledger increment would be over-admission after a crash, and
+	// ledger writes are rare (one per lease).
+	SyncAlways *bool `yaml:"sync_always"`
+	// Timeout bounds each store operation. Default 2s.
+	Timeout Duration `yaml:"timeout"`
+	// LedgerShards spreads tenants' quota counters over this many streams
+	// (by a hash of the tenant id) when one stream leader is not enough.
+	// Default 1. Changing it on a running deployment resets usage counters.
+	LedgerShards int `yaml:"ledger_shards"`
+}
+
+// Server tunes the proxy listener.
+type Server struct {
+	ReadTimeout  Duration `yaml:"read_timeout"`  // default 30s
+	WriteTimeout Duration `yaml:"write_timeout"` // default 30s
+	IdleTimeout  Duration `yaml:"idle_timeout"`  // default 90s
+	// MaxRequestBody in bytes; larger bodies get 413. Default 10 MiB.
+	MaxRequestBody ByteSize `yaml:"max_request_body"`
+	// MaxHeaderBytes bounds the request line and headers. Default 16 KiB.
+	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
+	// Concurrency caps simultaneous connections. Default 256 Ki.
+	Concurrency int `yaml:"concurrency"`
+	// ShutdownTimeout bounds draining on SIGTERM. Default 20s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Auth configures credential extraction.
+type Auth struct {
+	APIKey APIKeyAuth `yaml:"api_key"`
+}
+
+// APIKeyAuth names where API keys are read from.
+type APIKeyAuth struct {
+	// Headers that carry the key. Default [X-API-Key].
+	Headers []string `yaml:"headers"`
+	// AuthorizationScheme, when set (e.g. "ApiKey"), also accepts
+	// "Authorization: <scheme> <key>".
+	AuthorizationScheme string `yaml:"authorization_scheme"`
+}
+
+// Headers names the identity headers set for the backend. Any copy the
+// client sent is removed first.
+type Headers struct {
+	Tenant     string `yaml:"tenant"`     // default X-Tollgate-Tenant
+	Credential string `yaml:"credential"` // default X-Tollgate-Credential
+	AuthMethod string `yaml:"auth"`       // default X-Tollgate-Auth
+	RequestID  string `yaml:"request_id"` // default X-Request-Id
+}
+
+// Quota configures monthly quotas.
+type Quota struct {
+	// Timezone of the calendar month. Default UTC.
+	Timezone string `yaml:"timezone"`
+	// MaxLease is the largest number of tokens one replica reserves at a
+	// time for one tenant. Default 100.
+	MaxLease int64 `yaml:"max_lease"`
+	// LeaseIdle returns unused tokens of a lease not used for this long.
+	// Default 10s.
+	LeaseIdle Duration `yaml:"lease_idle"`
+}
+
+// Plan is a set of limits tenants subscribe to.
+type Plan struct {
+	// MonthlyRequests is the base monthly limit; 0 means unlimited.
+	MonthlyRequests int64 `yaml:"monthly_requests"`
+	// Addons maps an add-on name to the requests one unit adds.
+	Addons map[string]int64 `yaml:"addons"`
+}
+
+// Upstream is a backend pool.
+type Upstream struct {
+	URL            string   `yaml:"url"`
+	ConnectTimeout Duration `yaml:"connect_timeout"` // default 5s
+	ReadTimeout    Duration `yaml:"read_timeout"`    // default 30s
+	WriteTimeout   Duration `yaml:"write_timeout"`   // default 30s
+	IdleTimeout    Duration `yaml:"idle_timeout"`    // default 60s
+	MaxConns       int      `yaml:"max_conns"`       // default 1024
+
+	// Parsed.
+	Scheme string `yaml:"-"`
+	Addr   string `yaml:"-"` // host:port
+	Host   string `yaml:"-"` // Host header value
+	Path   string `yaml:"-"` // path prefix joined in front of the request path
+}
+
+// Route maps requests to an upstream and says how they are authenticated.
+type Route struct {
+	Name       string   `yaml:"name"`
+	Host       string   `yaml:"host"`
+	PathPrefix string   `yaml:"path_prefix"`
+	Upstream   string   `yaml:"upstream"`
+	Auth       []string `yaml:"auth"`
+	// Cost in quota units per request. Default 1.
+	Cost int64 `yaml:"cost"`
+	// StripPrefix removes PathPrefix before forwarding.
+	StripPrefix bool `yaml:"strip_prefix"`
+
+	// Parsed: the upstream pool (inline URLs get a generated name).
+	UpstreamName string `yaml:"-"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error. Default info.
+	Access *bool  `yaml:"access"` // access log line per request. Default true.
+}
+
+// Default returns the configuration used for every key the file leaves out.
+func Default() *Config {
+	// Each pointer field gets its own variable: YAML decodes through them.
+	syncAlways, access := true, true
+	return &Config{
+		Listen:  "127.0.0.1:8080",
+		Admin:   Admin{Listen: "127.0.0.1:9901"},
+		DataDir: "./data",
+		NATS:    NATS{Replicas: 1, SyncAlways: &syncAlways, Timeout: Duration(2 * time.Second), LedgerShards: 1},
+		Server: Server{
+			ReadTimeout: Duration(30 * time.Second), WriteTimeout: Duration(30 * time.Second),
+			IdleTimeout: Duration(90 * time.Second), MaxRequestBody: 10 << 20,
+			MaxHeaderBytes: 16 << 10, Concurrency: 256 << 10, ShutdownTimeout: Duration(20 * time.Second),
+		},
+		Auth: Auth{APIKey: APIKeyAuth{Headers: []string{"X-API-Key"}}},
+		Headers: Headers{
+			Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential",
+			AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
+		},
+		Quota: Quota{Timezone: "UTC", MaxLease: 100, LeaseIdle: Duration(10 * time.Second)},
+		Log:   Log{Level: "info", Access: &access},
+	}
+}
+
+// AccessLog reports whether the access log is on.
+func (c *Config) AccessLog() bool { return c.Log.Access == nil || *c.Log.Access }
+
+// Limit returns a tenant's monthly limit for plan with the given add-on
+// units, 0 meaning unlimited; ok is false for an unknown plan.
+func (c *Config) Limit(plan string, addons map[string]int64) (limit int64, ok bool) {
+	p, ok := c.Plans[plan]
+	if !ok {
+		return 0, false
+	}
+	if p.MonthlyRequests == 0 {
+		return 0, true
+	}
+	limit = p.MonthlyRequests
+	for name, units := range addons {
+		limit += p.Addons[name] * units
+	}
+	return limit, true
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	headerRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// ValidName reports whether s may name a tenant, plan or add-on: 1–64 of
+// letters, digits, '_' and '-'. Names become NATS subject tokens.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// AuthAPIKey is the only authentication method implemented so far.
+const AuthAPIKey = "api_key"
+
+var knownAuth = map[string]bool{AuthAPIKey: true}
+
+// validate checks and pre-parses c. It returns every problem found.
+func (c *Config) validate() []FieldError {
+	var errs []FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	checkAddr := func(path, addr string) {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			add(path, "%q: want host:port", addr)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("admin.listen", c.Admin.Listen)
+	if c.Admin.Listen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
+		add("admin.listen", "must differ from listen")
+	}
+	if c.Admin.Token != "" && len(c.Admin.Token) < 16 {
+		add("admin.token", "must be at least 16 characters")
+	}
+	if c.DataDir == "" {
+		add("data_dir", "must not be empty")
+	}
+	if c.NATS.URL != "" {
+		for _, u := range strings.Split(c.NATS.URL, ",") {
+			pu, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || (pu.Scheme != "nats" && pu.Scheme != "tls" && pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
+				add("nats.url", "%q: want nats://host:port", u)
+			}
+		}
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		add("nats.replicas", "%d: want 1 to 5", c.NATS.Replicas)
+	}
+	if c.NATS.Listen != "" {
+		if c.NATS.URL != "" {
+			add("nats.listen", "only for the embedded server (nats.url empty)")
+		}
+		checkAddr("nats.listen", c.NATS.Listen)
+	}
+	if c.NATS.LedgerShards < 1 || c.NATS.LedgerShards > 64 {
+		add("nats.ledger_shards", "%d: want 1 to 64", c.NATS.LedgerShards)
+	}
+	if c.NATS.Timeout <= 0 {
+		add("nats.timeout", "must be positive")
+	}
+	if c.Server.MaxRequestBody <= 0 {
+		add("server.max_request_body", "must be positive")
+	}
+	if c.Server.MaxHeaderBytes < 1024 {
+		add("server.max_header_bytes", "must be at least 1KiB")
+	}
+	for i, h := range c.Auth.APIKey.Headers {
+		if !headerRE.MatchString(h) {
+			add(fmt.Sprintf("auth.api_key.headers[%d]", i), "%q is not a header name", h)
+		}
+	}
+	if len(c.Auth.APIKey.Headers) == 0 && c.Auth.APIKey.AuthorizationScheme == "" {
+		add("auth.api_key.headers", "name at least one header or an authorization_scheme")
+	}
+	for path, h := range map[string]string{"headers.tenant": c.Headers.Tenant, "headers.credential": c.Headers.Credential,
+		"headers.auth": c.Headers.AuthMethod, "headers.request_id": c.Headers.RequestID} {
+		if !headerRE.MatchString(h) {
+			add(path, "%q is not a header name", h)
+		}
+	}
+	c.TrustedNets = nil
+	for i, s := range c.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, err2 := netip.ParseAddr(s)
+			if err2 != nil {
+				add(fmt.Sprintf("trusted_proxies[%d]", i), "%q: want a CIDR or an IP address", s)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.TrustedNets = append(c.TrustedNets, p.Masked())
+	}
+	loc, err := time.LoadLocation(c.Quota.Timezone)
+	if err != nil || c.Quota.Timezone == "" {
+		add("quota.timezone", "%q: unknown time zone", c.Quota.Timezone)
+		loc = time.UTC
+	}
+	c.Location = loc
+	if c.Quota.MaxLease < 1 {
+		add("quota.max_lease", "must be at least 1")
+	}
+	if c.Quota.LeaseIdle <= 0 {
+		add("quota.lease_idle", "must be positive")
+	}
+	for _, name := range sortedKeys(c.Plans) {
+		p := c.Plans[name]
+		path := "plans." + name
+		if !ValidName(name) {
+			add(path, "plan names are 1-64 letters, digits, '_' or '-'")
+		}
+		if p.MonthlyRequests < 0 {
+			add(path+".monthly_requests", "must not be negative")
+		}
+		for _, a := range sortedKeys(p.Addons) {
+			if !ValidName(a) {
+				add(path+".addons."+a, "add-on names are 1-64 letters, digits, '_' or '-'")
+			}
+			if p.Addons[a] <= 0 {
+				add(path+".addons."+a, "size must be positive")
+			}
+		}
+	}
+	for _, name := range sortedKeys(c.Upstreams) {
+		u := c.Upstreams[name]
+		if e := u.parse(); e != "" {
+			add("upstreams."+name+".url", "%s", e)
+		}
+		c.Upstreams[name] = u
+	}
+	if len(c.Routes) == 0 {
+		add("routes", "at least one route is required")
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		path := fmt.Sprintf("routes[%d]", i)
+		if r.PathPrefix == "" {
+			r.PathPrefix = "/"
+		}
+		if !strings.HasPrefix(r.PathPrefix, "/") {
+			add(path+".path_prefix", "%q must start with /", r.PathPrefix)
+		}
+		r.Host = strings.ToLower(r.Host)
+		if r.Cost == 0 {
+			r.Cost = 1
+		}
+		if r.Cost < 0 {
+			add(path+".cost", "must be positive")
+		}
+		for j, a := range r.Auth {
+			if !knownAuth[a] {
+				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: unknown method (known: api_key)", a)
+			}
+		}
+		switch {
+		case r.Upstream == "":
+			add(path+".upstream", "required: a URL or the name of an upstream")
+		case strings.Contains(r.Upstream, "://"):
+			u := Upstream{URL: r.Upstream}
+			if e := u.parse(); e != "" {
+				add(path+".upstream", "%s", e)
+				break
+			}
+			name := "route-" + strconv.Itoa(i)
+			if c.Upstreams == nil {
+				c.Upstreams = map[string]Upstream{}
+			}
+			c.Upstreams[name] = u
+			r.UpstreamName = name
+		default:
+			if _, ok := c.Upstreams[r.Upstream]; !ok {
+				add(path+".upstream", "%q: no such upstream", r.Upstream)
+			}
+			r.UpstreamName = r.Upstream
+		}
+		for j := 0; j < i; j++ {
+			if c.Routes[j].Host == r.Host && c.Routes[j].PathPrefix == r.PathPrefix {
+				add(path, "duplicates routes[%d] (same host and path_prefix)", j)
+			}
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	return errs
+}
+
+func (u *Upstream) parse() string {
+	pu, err := url.Parse(u.URL)
+	if err != nil {
+		return fmt.Sprintf("%q: %v", u.URL, err)
+	}
+	if pu.Scheme != "http" && pu.Scheme != "https" {
+		return fmt.Sprintf("%q: unsupported scheme (want http or https)", u.URL)
+	}
+	if pu.Host == "" {
+		return fmt.Sprintf("%q: missing host", u.URL)
+	}
+	u.Scheme, u.Host = pu.Scheme, pu.Host
+	u.Addr = pu.Host
+	if pu.Port() == "" {
+		port := "80"
+		if pu.Scheme == "https" {
+			port = "443"
+		}
+		u.Addr = net.JoinHostPort(pu.Hostname(), port)
+	}
+	u.Path = strings.TrimSuffix(pu.EscapedPath(), "/")
+	if u.ConnectTimeout == 0 {
+		u.ConnectTimeout = Duration(5 * time.Second)
+	}
+	if u.ReadTimeout == 0 {
+		u.ReadTimeout = Duration(30 * time.Second)
+	}
+	if u.WriteTimeout == 0 {
+		u.WriteTimeout = Duration(30 * time.Second)
+	}
+	if u.IdleTimeout == 0 {
+		u.IdleTimeout = Duration(60 * time.Second)
+	}
+	if u.MaxConns == 0 {
+		u.MaxConns = 1024
+	}
+	return ""
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Expand replaces ${VAR} and ${VAR:-default} with environment values. A
+// lone $ is kept as it is, so secrets and regexps with $ survive.
+func Expand(s string, getenv func(string) string) string {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "${")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		expr := s[i+2 : i+j]
+		name, def, hasDef := strings.Cut(expr, ":-")
+		v := getenv(name)
+		if v == "" && hasDef {
+			v = def
+		}
+		b.WriteString(v)
+		s = s[i+j+1:]
+	}
+}
