@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Ledger keeps one counter per tenant and period on JetStream counter
+// streams (ADR-49): an increment is one publish with a Nats-Incr header and
+// its ack carries the new total. Tenants are spread over LedgerShards
+// streams by a hash of their id, so sharding is configuration.
+//
+// Why counters and not KV compare-and-set: a lease reservation is one
+// publish whatever the contention (CAS retries grow with the number of
+// replicas racing for the same tenant), and dedup by Nats-Msg-Id makes a
+// retried increment exactly-once. The cost is that an increment cannot be
+// conditional: the caller reserves, reads the total, and refunds what went
+// over (see limiter).
+type Ledger struct {
+	js      jetstream.JetStream
+	streams []jetstream.Stream
+}
+
+func ledgerStream(i int) string  { return fmt.Sprintf("%s_%d", streamLedger, i) }
+func ledgerSubject(i int) string { return fmt.Sprintf("%s.%d", subjectLedger, i) }
+
+func openLedger(ctx context.Context, js jetstream.JetStream, o Options) (*Ledger, error) {
+	l := &Ledger{js: js}
+	for i := 0; i < o.LedgerShards; i++ {
+		st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:     ledgerStream(i),
+			Subjects: []string{ledgerSubject(i) + ".>"},
+			Storage:  jetstream.FileStorage,
+			Replicas: o.Replicas,
+			// One message per subject is the counter itself; no global
+			// MaxMsgs/MaxBytes, which would silently reset counters of
+			// other subjects (NATS-NOTES).
+			MaxMsgsPerSubject: 1,
+			AllowMsgCounter:   true,
+			AllowDirect:       true,
+			// Retried increments are recognised by message id for this
+			// long; the limiter stops retrying before it ends.
+			Duplicates: o.DuplicateWindow,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: ledger stream %s: %w", ledgerStream(i), err)
+		}
+		l.streams = append(l.streams, st)
+	}
+	return l, nil
+}
+
+func (l *Ledger) shard(tenant string) int {
+	if len(l.streams) == 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(tenant))
+	return int(h.Sum32() % uint32(len(l.streams)))
+}
+
+func (l *Ledger) subject(tenant, period string) (int, string) {
+	i := l.shard(tenant)
+	return i, ledgerSubject(i) + "." + tenant + "." + period
+}
+
+// Add adds delta (which may be negative) to the counter of tenant and
+// period and returns the new total. msgID makes the increment idempotent
+// within the stream's duplicate window: retry a failed Add with the same
+// id. When the server recognises a duplicate its ack carries no total;
+// Add then reads the current total instead and reports dup, and the
+// current total may include later increments of others.
+func (l *Ledger) Add(ctx context.Context, tenant, period string, delta int64, msgID string) (total int64, dup bool, err error) {
+	_, subj := l.subject(tenant, period)
+	m := nats.NewMsg(subj)
+	incr := strconv.FormatInt(delta, 10)
+	if delta >= 0 {
+		incr = "+" + incr
+	}
+	m.Header.Set("Nats-Incr", incr)
+	m.Header.Set(nats.MsgIdHdr, msgID)
+	ack, err := l.js.PublishMsg(ctx, m)
+	if err != nil {
+		return 0, false, fmt.Errorf("store: ledger add %s: %w", subj, err)
+	}
+	if ack.Duplicate || ack.Value == "" {
+		total, err := l.Total(ctx, tenant, period)
+		return total, true, err
+	}
+	total, err = strconv.ParseInt(ack.Value, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("store: ledger add %s: bad total %q", subj, ack.Value)
+	}
+	return total, false, nil
+}
+
+// Total returns the counter of tenant and period (0 when it has none).
+func (l *Ledger) Total(ctx context.Context, tenant, period string) (int64, error) {
+	i, subj := l.subject(tenant, period)
+	msg, err := l.streams[i].GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: ledger total %s: %w", subj, err)
+	}
+	var v struct {
+		Val string `json:"val"`
+	}
+	if err := json.Unmarshal(msg.Data, &v); err != nil {
+		return 0, fmt.Errorf("store: ledger total %s: %w", subj, err)
+	}
+	if v.Val == "" {
+		return 0, nil
+	}
+	return strconv.ParseInt(v.Val, 10, 64)
+}
