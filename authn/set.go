@@ -1,0 +1,227 @@
+package authn
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// Method names how a request authenticated.
+type Method string
+
+// Authentication methods.
+const (
+	MethodAPIKey Method = "api_key"
+)
+
+// Credential is a verified identity. It is immutable once published in a
+// Set: updates replace the pointer.
+type Credential struct {
+	ID      string
+	Tenant  string
+	Name    string
+	Method  Method
+	Digest  [32]byte
+	Created time.Time
+}
+
+const shards = 64
+
+// Set is the credential set held in memory on every replica, keyed by
+// credential id. Reads take a per-shard read lock, never a global one;
+// Replace swaps in a whole new snapshot atomically.
+type Set struct {
+	tab  atomic.Pointer[table]
+	seed maphash.Seed
+}
+
+type table [shards]shard
+
+type shard struct {
+	mu sync.RWMutex // protects m
+	m  map[string]*Credential
+	_  [40]byte // keep shards on separate cache lines
+}
+
+// NewSet returns an empty set.
+func NewSet() *Set {
+	s := &Set{seed: maphash.MakeSeed()}
+	s.tab.Store(newTable(0))
+	return s
+}
+
+func newTable(n int) *table {
+	t := new(table)
+	for i := range t {
+		t[i].m = make(map[string]*Credential, n/shards+1)
+	}
+	return t
+}
+
+func (s *Set) shardOf(t *table, id []byte) *shard {
+	return &t[maphash.Bytes(s.seed, id)%shards]
+}
+
+// Get returns the credential with id, or nil.
+func (s *Set) Get(id []byte) *Credential {
+	sh := s.shardOf(s.tab.Load(), id)
+	sh.mu.RLock()
+	c := sh.m[string(id)]
+	sh.mu.RUnlock()
+	return c
+}
+
+// Put adds or replaces c.
+func (s *Set) Put(c *Credential) {
+	sh := s.shardOf(s.tab.Load(), []byte(c.ID))
+	sh.mu.Lock()
+	sh.m[c.ID] = c
+	sh.mu.Unlock()
+}
+
+// Delete removes the credential with id.
+func (s *Set) Delete(id string) {
+	sh := s.shardOf(s.tab.Load(), []byte(id))
+	sh.mu.Lock()
+	delete(sh.m, id)
+	sh.mu.Unlock()
+}
+
+// Replace swaps the whole set for cs.
+func (s *Set) Replace(cs []*Credential) {
+	t := newTable(len(cs))
+	for _, c := range cs {
+		t[maphash.Bytes(s.seed, []byte(c.ID))%shards].m[c.ID] = c
+	}
+	s.tab.Store(t)
+}
+
+// Len returns the number of credentials.
+func (s *Set) Len() int {
+	n := 0
+	t := s.tab.Load()
+	for i := range t {
+		t[i].mu.RLock()
+		n += len(t[i].m)
+		t[i].mu.RUnlock()
+	}
+	return n
+}
+
+// Range calls f for every credential until f returns false.
+func (s *Set) Range(f func(*Credential) bool) {
+	t := s.tab.Load()
+	for i := range t {
+		t[i].mu.RLock()
+		cs := make([]*Credential, 0, len(t[i].m))
+		for _, c := range t[i].m {
+			cs = append(cs, c)
+		}
+		t[i].mu.RUnlock()
+		for _, c := range cs {
+			if !f(c) {
+				return
+			}
+		}
+	}
+}
+
+// Lookup fetches a credential from the store when it is not in the set
+// (the watcher may not have delivered it yet). It returns ErrInvalid for an
+// id the store does not know and ErrUnavailable when the store cannot be
+// asked.
+type Lookup func(ctx context.Context, id string) (*Credential, error)
+
+// VerifierOptions configure a Verifier. The zero value works with no
+// store fallback.
+type VerifierOptions struct {
+	// Lookup is asked on a miss. If nil, a miss is ErrInvalid.
+	Lookup Lookup
+	// NegativeTTL is how long an id the store does not know is remembered.
+	// Default 5s.
+	NegativeTTL time.Duration
+	// LookupTimeout bounds a store lookup. Default 2s.
+	LookupTimeout time.Duration
+}
+
+// Verifier checks presented credentials against a Set.
+type Verifier struct {
+	Set  *Set
+	opts VerifierOptions
+	// neg memoises ids the store does not know, so a client retrying a bad
+	// key does not cost a store round trip each time. Dropped entries only
+	// cost a lookup: ristretto is never the source of truth.
+	neg *ristretto.Cache[string, struct{}]
+}
+
+// NewVerifier returns a verifier over set.
+func NewVerifier(set *Set, o VerifierOptions) (*Verifier, error) {
+	if o.NegativeTTL == 0 {
+		o.NegativeTTL = 5 * time.Second
+	}
+	if o.LookupTimeout == 0 {
+		o.LookupTimeout = 2 * time.Second
+	}
+	neg, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
+		// Cost is one per id; ristretto's own per-entry overhead must
+		// not count, or the cache would hold a few hundred ids.
+		NumCounters: 1 << 17, MaxCost: 1 << 14, BufferItems: 64, IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Verifier{Set: set, opts: o, neg: neg}, nil
+}
+
+// Close releases the verifier's cache.
+func (v *Verifier) Close() { v.neg.Close() }
+
+// Forget drops a remembered negative lookup, for an id just created.
+func (v *Verifier) Forget(id string) { v.neg.Del(id) }
+
+// APIKey verifies a presented API key. For a key in the set it does no I/O
+// and no allocation.
+func (v *Verifier) APIKey(key []byte) (*Credential, error) {
+	id, err := ParseAPIKey(key)
+	if err != nil {
+		return nil, err
+	}
+	c := v.Set.Get(id)
+	if c == nil {
+		if c, err = v.miss(id); err != nil {
+			return nil, err
+		}
+	}
+	sum := sha256.Sum256(key)
+	if c.Method != MethodAPIKey || subtle.ConstantTimeCompare(sum[:], c.Digest[:]) != 1 {
+		return nil, ErrInvalid
+	}
+	return c, nil
+}
+
+func (v *Verifier) miss(idb []byte) (*Credential, error) {
+	id := string(idb)
+	if _, ok := v.neg.Get(id); ok || v.opts.Lookup == nil {
+		return nil, ErrInvalid
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), v.opts.LookupTimeout)
+	defer cancel()
+	c, err := v.opts.Lookup(ctx, id)
+	switch {
+	case errors.Is(err, ErrInvalid):
+		v.neg.SetWithTTL(id, struct{}{}, 1, v.opts.NegativeTTL)
+		return nil, ErrInvalid
+	case err != nil:
+		return nil, ErrUnavailable
+	case c == nil:
+		return nil, ErrInvalid
+	}
+	return c, nil
+}
