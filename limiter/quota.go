@@ -1,0 +1,645 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Ledger is the shared count of tokens reserved per tenant and period.
+// Add must be idempotent per msgID within a duplicate window; when it
+// recognises a duplicate it reports dup and a current total that may
+// include later additions of others.
+type Ledger interface {
+	Add(ctx context.Context, tenant, period string, delta int64, msgID string) (total int64, dup bool, err error)
+	Total(ctx context.Context, tenant, period string) (int64, error)
+}
+
+// Policy says what a plan does while the ledger cannot be reached.
+type Policy uint8
+
+// Policies for an unreachable ledger.
+const (
+	// PolicyLease serves what this replica has already reserved, then
+	// refuses. The default.
+	PolicyLease Policy = iota
+	// PolicyClosed refuses at once.
+	PolicyClosed
+)
+
+// Limit is what the quota of one tenant is made of.
+type Limit struct {
+	// Monthly is the number of requests per period; 0 means unlimited.
+	Monthly int64
+	// Anchor is the first day of the tenant's period (1–31); 0 or 1 for
+	// calendar months.
+	Anchor int
+	// Location overrides the manager's time zone when set.
+	Location *time.Location
+	// Policy while the ledger is unreachable.
+	Policy Policy
+}
+
+// Decision is the outcome of one admission. It is returned by value.
+type Decision struct {
+	Allowed bool
+	// Unlimited is set for tenants without a monthly limit.
+	Unlimited bool
+	Limit     int64
+	Remaining int64
+	// Reset is the number of seconds until the period ends.
+	Reset int64
+	// Err is ErrUnavailable when the ledger could not be reached and the
+	// request was refused for that reason, ErrUnknownTenant for a tenant
+	// without a limit; nil otherwise.
+	Err error
+}
+
+// Errors of admission.
+var (
+	ErrUnavailable   = errors.New("limiter: quota ledger unavailable")
+	ErrUnknownTenant = errors.New("limiter: unknown tenant")
+)
+
+// QuotaOptions configure Quotas. Zero values take the documented defaults.
+type QuotaOptions struct {
+	Ledger Ledger
+	// Limits returns a tenant's limit; ok false for an unknown tenant.
+	Limits func(tenant string) (Limit, bool)
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Location of calendar periods. Default UTC.
+	Location *time.Location
+	// MaxLease is the most tokens reserved at once. Default 100.
+	MaxLease int64
+	// LeaseIdle returns a lease's unused tokens when it has not been used
+	// for this long. Default 10s.
+	LeaseIdle time.Duration
+	// Timeout bounds one ledger operation. Default 2s.
+	Timeout time.Duration
+	// ReplicaID prefixes message ids; it must be unique per process.
+	ReplicaID string
+	// Available reports whether the ledger is reachable. Default: always.
+	Available func() bool
+	Log       *zap.Logger
+}
+
+// Quotas admits requests against monthly quotas. A replica reserves a
+// lease of tokens with one ledger increment and spends it locally, so a
+// tenant far from its limit costs no network I/O per request. Leases
+// shrink near the limit and unused tokens are returned when idle, on period
+// rollover and on Close. The ledger total never exceeds the limit by more
+// than reservations in flight, which are refunded at once, and the tokens
+// granted over all replicas never exceed the limit.
+type Quotas struct {
+	o      QuotaOptions
+	seed   maphash.Seed
+	shards [64]tenantShard
+	seq    atomic.Uint64
+	refill chan *tenantState
+	quit   chan struct{}
+	// ops counts ledger operations, for metrics and the ≤10 per 1000 goal.
+	ops atomic.Int64
+
+	flushMu   sync.Mutex // serialises flushPending (Run and Close both flush); taken before pendingMu
+	pendingMu sync.Mutex // protects pending
+	pending   []*ledgerOp
+	kick      chan struct{}
+}
+
+// ledgerOp is a ledger addition to (re)send with a fixed message id until
+// the ledger acknowledges it, then its follow-up. Past its deadline (the
+// ledger's duplicate window) a re-send could apply twice, so it is dropped
+// instead: an unacknowledged reservation then strands its tokens
+// (under-admission), never the reverse.
+type ledgerOp struct {
+	tenant, period, id string
+	delta              int64
+	deadline           time.Time
+	then               *ledgerOp
+	// st, when set, counts this refund in st.refunding until it is sent.
+	st *tenantState
+}
+
+// DuplicateWindow is how long the ledger recognises a message id; the
+// store creates its streams with it.
+const DuplicateWindow = 5 * time.Minute
+
+type tenantShard struct {
+	mu sync.RWMutex // protects m
+	m  map[string]*tenantState
+	_  [40]byte
+}
+
+// tenantState is one tenant's quota on this replica. The hot path reads
+// and updates only atomics; mu serialises reservations.
+type tenantState struct {
+	id string
+
+	avail     atomic.Int64 // tokens of the current lease not yet spent
+	limit     atomic.Int64 // monthly limit, math.MaxInt64 when unlimited
+	total     atomic.Int64 // ledger total as of our last operation
+	periodEnd atomic.Int64 // unix nanoseconds
+	resetAt   atomic.Int64 // unix seconds of periodEnd, for headers
+	exhausted atomic.Bool  // the ledger had nothing left at our last try
+	recheck   atomic.Int64 // unix nanoseconds before which exhausted is believed
+	lastUse   atomic.Int64 // unix seconds
+	queued    atomic.Bool  // a background refill is queued
+	leaseHint atomic.Int64 // size of the last lease, for the low-water mark
+	refunding atomic.Int64 // tokens of the current period queued for refund
+	policy    atomic.Uint32
+	known     atomic.Bool
+
+	mu        sync.Mutex // serialises reservations; protects the fields below
+	period    Period
+	lease     int64     // size of the next reservation
+	leaseAt   time.Time // when the last reservation was granted
+	leaseUsed int64     // tokens granted by the last reservation
+}
+
+// NewQuotas returns a manager; call Run to start its background work and
+// Close to return unused tokens.
+func NewQuotas(o QuotaOptions) *Quotas {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Location == nil {
+		o.Location = time.UTC
+	}
+	if o.MaxLease <= 0 {
+		o.MaxLease = 100
+	}
+	if o.LeaseIdle <= 0 {
+		o.LeaseIdle = 10 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.Available == nil {
+		o.Available = func() bool { return true }
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	q := &Quotas{o: o, seed: maphash.MakeSeed(), refill: make(chan *tenantState, 4096), quit: make(chan struct{}), kick: make(chan struct{}, 1)}
+	for i := range q.shards {
+		q.shards[i].m = map[string]*tenantState{}
+	}
+	return q
+}
+
+// LedgerOps returns the number of ledger operations made so far.
+func (q *Quotas) LedgerOps() int64 { return q.ops.Load() }
+
+func (q *Quotas) state(tenant string) *tenantState {
+	sh := &q.shards[maphash.String(q.seed, tenant)%uint64(len(q.shards))]
+	sh.mu.RLock()
+	st := sh.m[tenant]
+	sh.mu.RUnlock()
+	if st != nil {
+		return st
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if st = sh.m[tenant]; st == nil {
+		st = &tenantState{id: tenant}
+		q.applyLimit(st)
+		sh.m[tenant] = st
+	}
+	return st
+}
+
+func (q *Quotas) applyLimit(st *tenantState) {
+	l, ok := q.o.Limits(st.id)
+	st.known.Store(ok)
+	if l.Monthly <= 0 {
+		st.limit.Store(math.MaxInt64)
+	} else {
+		st.limit.Store(l.Monthly)
+	}
+	st.policy.Store(uint32(l.Policy))
+	st.exhausted.Store(false)
+}
+
+// Changed tells the manager that a tenant's limit changed: it applies at
+// once, keeping what was used in the period.
+func (q *Quotas) Changed(tenant string) {
+	sh := &q.shards[maphash.String(q.seed, tenant)%uint64(len(q.shards))]
+	sh.mu.RLock()
+	st := sh.m[tenant]
+	sh.mu.RUnlock()
+	if st != nil {
+		q.applyLimit(st)
+	}
+}
+
+// ChangedAll re-reads every tenant's limit, after a config reload.
+func (q *Quotas) ChangedAll() {
+	for i := range q.shards {
+		sh := &q.shards[i]
+		sh.mu.RLock()
+		for _, st := range sh.m {
+			q.applyLimit(st)
+		}
+		sh.mu.RUnlock()
+	}
+}
+
+// Admit spends cost tokens of tenant's quota. For a tenant with tokens
+// left in its lease it does no I/O, takes no lock and does not allocate.
+func (q *Quotas) Admit(tenant string, cost int64) Decision {
+	st := q.state(tenant)
+	now := q.o.Now()
+	nowNano := now.UnixNano()
+	if nowNano >= st.periodEnd.Load() {
+		q.rollover(st, now)
+	}
+	if !st.known.Load() {
+		return Decision{Err: ErrUnknownTenant}
+	}
+	if sec := nowNano / 1e9; st.lastUse.Load() != sec {
+		st.lastUse.Store(sec)
+	}
+	if Policy(st.policy.Load()) == PolicyClosed && !q.o.Available() {
+		return q.decide(st, now, false, ErrUnavailable)
+	}
+	if left := st.avail.Add(-cost); left >= 0 {
+		if left <= st.lowWater() && st.queued.CompareAndSwap(false, true) {
+			select {
+			case q.refill <- st:
+			default:
+				st.queued.Store(false)
+			}
+		}
+		return q.decide(st, now, true, nil)
+	}
+	st.avail.Add(cost)
+	if st.exhausted.Load() && nowNano < st.recheck.Load() {
+		return q.decide(st, now, false, nil)
+	}
+	return q.slow(st, cost, now)
+}
+
+// lowWater is the level at which a background refill starts: a quarter of
+// the current lease, so that a steady tenant never waits for the ledger.
+func (st *tenantState) lowWater() int64 { return max(st.leaseHint.Load()/4, 0) }
+
+func (q *Quotas) decide(st *tenantState, now time.Time, ok bool, err error) Decision {
+	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0)}
+	limit := st.limit.Load()
+	if limit == math.MaxInt64 {
+		d.Unlimited = true
+		return d
+	}
+	d.Limit = limit
+	if !st.exhausted.Load() || st.avail.Load() > 0 {
+		d.Remaining = min(max(limit-st.total.Load()+st.avail.Load(), 0), limit)
+	}
+	return d
+}
+
+// slow reserves a lease synchronously: the local lease is spent.
+func (q *Quotas) slow(st *tenantState, cost int64, now time.Time) Decision {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for tries := 0; tries < 3; tries++ {
+		if left := st.avail.Add(-cost); left >= 0 {
+			return q.decide(st, now, true, nil)
+		}
+		st.avail.Add(cost)
+		if st.exhausted.Load() && now.UnixNano() < st.recheck.Load() {
+			return q.decide(st, now, false, nil)
+		}
+		if !q.o.Available() {
+			return q.decide(st, now, false, ErrUnavailable)
+		}
+		granted, err := q.reserveLocked(st, cost)
+		if err != nil {
+			return q.decide(st, now, false, ErrUnavailable)
+		}
+		if granted == 0 {
+			return q.decide(st, now, false, nil)
+		}
+	}
+	return q.decide(st, now, false, nil)
+}
+
+// reserveLocked reserves the next lease from the ledger and adds what was
+// granted to avail. st.mu must be held.
+//
+// The ledger cannot increment conditionally, so we add the whole lease,
+// read the total it returns, keep only what fits under the limit and refund
+// the rest. Each grant is at most the limit minus everything reserved
+// before it (including others' reservations not yet refunded), so grants
+// over all replicas never add up to more than the limit.
+func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
+	limit := st.limit.Load()
+	size := max(q.nextLease(st), need)
+	if limit != math.MaxInt64 {
+		// Near the limit, take a quarter of what seems left so the last
+		// tokens are shared between replicas, down to one at a time.
+		size = max(min(size, (limit-st.total.Load())/4), need)
+	}
+	period := st.period.Key
+	id := q.msgID()
+	total, _, err := q.add(st.id, period, size, id)
+	if err != nil {
+		// Unknown whether it was applied: settle it in the background by
+		// re-sending the same id (exactly once), then refund it whole.
+		dl := q.o.Now().Add(DuplicateWindow - 30*time.Second)
+		q.enqueue(&ledgerOp{tenant: st.id, period: period, id: id, delta: size, deadline: dl,
+			then: &ledgerOp{tenant: st.id, period: period, id: q.msgID(), delta: -size, deadline: dl}})
+		return 0, err
+	}
+	// total-size is what was reserved before us. After a duplicate the
+	// total may include later reservations of others: the grant is then a
+	// lower bound, and we refund the rest, so the ledger still holds
+	// exactly what we may spend.
+	granted := min(max(limit-(total-size), 0), size)
+	if over := size - granted; over > 0 {
+		q.refund(st.id, period, over, st)
+		total -= over
+	}
+	st.total.Store(total)
+	st.avail.Add(granted)
+	now := q.o.Now()
+	if !st.leaseAt.IsZero() && st.leaseUsed > 0 {
+		// Size the next lease to about two seconds of this tenant's rate.
+		el := max(now.Sub(st.leaseAt), time.Millisecond)
+		rate := float64(st.leaseUsed) / el.Seconds()
+		st.lease = int64(min(max(rate*2, 1), float64(q.o.MaxLease), float64(max(st.lease, 1)*4)))
+	}
+	st.leaseAt, st.leaseUsed = now, granted
+	st.leaseHint.Store(granted)
+	if granted < need {
+		st.exhausted.Store(true)
+		st.recheck.Store(now.Add(time.Second).UnixNano())
+	} else {
+		st.exhausted.Store(false)
+	}
+	return granted, nil
+}
+
+func (q *Quotas) nextLease(st *tenantState) int64 {
+	if st.lease == 0 {
+		st.lease = min(10, q.o.MaxLease)
+	}
+	return st.lease
+}
+
+func (q *Quotas) msgID() string {
+	return q.o.ReplicaID + "." + strconv.FormatUint(q.seq.Add(1), 36)
+}
+
+// add sends one ledger addition, retrying with the same id within the
+// timeout.
+func (q *Quotas) add(tenant, period string, delta int64, id string) (int64, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
+	defer cancel()
+	var err error
+	for try := 0; ; try++ {
+		q.ops.Add(1)
+		var total int64
+		var dup bool
+		total, dup, err = q.o.Ledger.Add(ctx, tenant, period, delta, id)
+		if err == nil {
+			return total, dup, nil
+		}
+		if ctx.Err() != nil || try == 2 {
+			return 0, false, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, err
+		case <-time.After(time.Duration(50*(try+1)) * time.Millisecond):
+		}
+	}
+}
+
+// refund returns n tokens of tenant's period in the background. st is
+// given when period is st's current period, so Usage can discount tokens
+// on their way back.
+func (q *Quotas) refund(tenant, period string, n int64, st *tenantState) {
+	if n <= 0 {
+		return
+	}
+	if st != nil {
+		st.refunding.Add(n)
+	}
+	q.enqueue(&ledgerOp{tenant: tenant, period: period, id: q.msgID(), delta: -n,
+		deadline: q.o.Now().Add(DuplicateWindow - 30*time.Second), st: st})
+}
+
+func (q *Quotas) enqueue(op *ledgerOp) {
+	q.pendingMu.Lock()
+	q.pending = append(q.pending, op)
+	q.pendingMu.Unlock()
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flushPending sends queued ledger operations in order; it stops at the
+// first failure and keeps the rest. It reports whether nothing is left.
+func (q *Quotas) flushPending() bool {
+	q.flushMu.Lock()
+	defer q.flushMu.Unlock()
+	for {
+		q.pendingMu.Lock()
+		if len(q.pending) == 0 {
+			q.pendingMu.Unlock()
+			return true
+		}
+		op := q.pending[0]
+		q.pendingMu.Unlock()
+		if q.o.Now().After(op.deadline) {
+			q.o.Log.Warn("ledger operation dropped after the duplicate window; its tokens stay reserved",
+				zap.String("tenant", op.tenant), zap.String("period", op.period), zap.Int64("delta", op.delta))
+			op.done()
+			q.popPending(nil)
+			continue
+		}
+		if _, _, err := q.add(op.tenant, op.period, op.delta, op.id); err != nil {
+			return false
+		}
+		op.done()
+		q.popPending(op.then)
+	}
+}
+
+func (op *ledgerOp) done() {
+	if op.st != nil {
+		op.st.refunding.Add(op.delta) // delta is the negative refund
+	}
+}
+
+func (q *Quotas) popPending(then *ledgerOp) {
+	q.pendingMu.Lock()
+	q.pending = q.pending[1:]
+	if then != nil {
+		q.pending = append([]*ledgerOp{then}, q.pending...)
+	}
+	q.pendingMu.Unlock()
+}
+
+// Pending returns the number of ledger operations waiting to be sent.
+func (q *Quotas) Pending() int {
+	q.pendingMu.Lock()
+	defer q.pendingMu.Unlock()
+	return len(q.pending)
+}
+
+// rollover moves st into the period containing now, returning the unused
+// tokens of the old one.
+func (q *Quotas) rollover(st *tenantState, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if now.UnixNano() < st.periodEnd.Load() {
+		return
+	}
+	l, _ := q.o.Limits(st.id)
+	loc := l.Location
+	if loc == nil {
+		loc = q.o.Location
+	}
+	p := PeriodAt(now, loc, l.Anchor)
+	if old := st.period.Key; old != "" && old != p.Key {
+		q.refund(st.id, old, st.avail.Swap(0), nil)
+	}
+	st.period = p
+	st.total.Store(0)
+	st.exhausted.Store(false)
+	st.lease, st.leaseUsed, st.leaseAt = 0, 0, time.Time{}
+	ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
+	defer cancel()
+	if t, err := q.o.Ledger.Total(ctx, st.id, p.Key); err == nil {
+		st.total.Store(t)
+	}
+	st.resetAt.Store(p.End.Unix())
+	st.periodEnd.Store(p.End.UnixNano())
+}
+
+// Run refills leases in the background, returns idle leases and retries
+// pending ledger operations until ctx ends.
+func (q *Quotas) Run(ctx context.Context) error {
+	tick := time.NewTicker(max(q.o.LeaseIdle/4, 50*time.Millisecond))
+	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case st := <-q.refill:
+			st.queued.Store(false)
+			if st.avail.Load() <= st.lowWater() && q.o.Available() {
+				st.mu.Lock()
+				if !st.exhausted.Load() {
+					_, _ = q.reserveLocked(st, 1)
+				}
+				st.mu.Unlock()
+			}
+		case <-q.kick:
+			if !q.flushPending() {
+				retry.Reset(500 * time.Millisecond)
+			}
+		case <-retry.C:
+			if !q.flushPending() {
+				retry.Reset(time.Second)
+			}
+		case <-tick.C:
+			q.returnIdle(false)
+		}
+	}
+}
+
+// returnIdle refunds the unused tokens of leases idle for LeaseIdle, or of
+// all leases when all is set.
+func (q *Quotas) returnIdle(all bool) {
+	idleBefore := q.o.Now().Add(-q.o.LeaseIdle).Unix()
+	for i := range q.shards {
+		sh := &q.shards[i]
+		sh.mu.RLock()
+		for _, st := range sh.m {
+			if !all && st.lastUse.Load() > idleBefore {
+				continue
+			}
+			if st.avail.Load() <= 0 {
+				continue
+			}
+			st.mu.Lock()
+			if n := st.avail.Swap(0); n > 0 {
+				st.total.Add(-n)
+				q.refund(st.id, st.period.Key, n, st)
+			}
+			st.mu.Unlock()
+		}
+		sh.mu.RUnlock()
+	}
+}
+
+// Close returns every unused token to the ledger, waiting up to ctx for
+// the ledger to acknowledge.
+func (q *Quotas) Close(ctx context.Context) error {
+	q.returnIdle(true)
+	for {
+		if q.flushPending() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("limiter: %d ledger operations not sent: %w", q.Pending(), ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Usage is a tenant's consumption in the current period.
+type Usage struct {
+	Period    string    `json:"period"`
+	Limit     int64     `json:"limit"` // 0: unlimited
+	Used      int64     `json:"used"`
+	Remaining int64     `json:"remaining"`
+	Reset     time.Time `json:"reset"`
+}
+
+// Usage reads the ledger for tenant's current period. Used counts tokens
+// reserved by all replicas minus this replica's unused lease: other
+// replicas' unused leases count as used until they are returned.
+func (q *Quotas) Usage(ctx context.Context, tenant string) (Usage, error) {
+	l, ok := q.o.Limits(tenant)
+	if !ok {
+		return Usage{}, ErrUnknownTenant
+	}
+	loc := l.Location
+	if loc == nil {
+		loc = q.o.Location
+	}
+	p := PeriodAt(q.o.Now(), loc, l.Anchor)
+	// Under st.mu no reservation of ours runs, so the ledger total and
+	// our unused lease are read consistently.
+	st := q.state(tenant)
+	st.mu.Lock()
+	total, err := q.o.Ledger.Total(ctx, tenant, p.Key)
+	if err == nil && st.period.Key == p.Key {
+		total -= st.avail.Load() + st.refunding.Load()
+	}
+	st.mu.Unlock()
+	if err != nil {
+		return Usage{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	u := Usage{Period: p.Key, Limit: l.Monthly, Used: max(total, 0), Reset: p.End.UTC()}
+	if l.Monthly > 0 {
+		u.Remaining = max(l.Monthly-u.Used, 0)
+	}
+	return u, nil
+}
