@@ -1,0 +1,526 @@
+// Package proxy owns the fasthttp server and the request pipeline: route
+// match, credential extraction, verification and admission through hooks
+// the composition root provides, forwarding with the hop-by-hop rules of
+// net/http/httputil, limit and identity headers, and rendering every error
+// in the problems shape.
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/problems"
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+)
+
+// Identity is who a verified credential belongs to.
+type Identity struct {
+	Tenant     string
+	Credential string
+	Method     string
+}
+
+// Decision is a quota admission as the proxy needs it.
+type Decision struct {
+	Allowed   bool
+	Unlimited bool
+	Limit     int64
+	Remaining int64
+	Reset     int64 // seconds until the period resets
+	// Unavailable says the decision was a refusal because the ledger
+	// could not be reached.
+	Unavailable bool
+	// UnknownTenant says the credential's tenant has no limits.
+	UnknownTenant bool
+}
+
+// Errors an APIKey hook returns.
+var (
+	ErrMalformed   = errors.New("proxy: malformed credential")
+	ErrInvalid     = errors.New("proxy: invalid credential")
+	ErrUnavailable = errors.New("proxy: credential store unavailable")
+)
+
+// Options configure a Proxy.
+type Options struct {
+	// VerifyAPIKey checks a presented API key. Required.
+	VerifyAPIKey func(key []byte) (Identity, error)
+	// Admit spends cost units of tenant's quota. Required.
+	Admit func(tenant string, cost int64) Decision
+	// Log is the component logger. Default: no logging.
+	Log *zap.Logger
+	// Access receives one line per request when set.
+	Access *AccessLog
+	// Metrics, when set, counts requests.
+	Metrics *Metrics
+}
+
+// Proxy is the request pipeline.
+type Proxy struct {
+	o   Options
+	tab atomic.Pointer[table]
+	log *zap.Logger
+}
+
+// New compiles c into a proxy.
+func New(c *config.Config, o Options) (*Proxy, error) {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	p := &Proxy{o: o, log: o.Log}
+	t, err := compile(c, nil)
+	if err != nil {
+		return nil, err
+	}
+	p.tab.Store(t)
+	return p, nil
+}
+
+// Update swaps in a new configuration. Requests in flight finish with the
+// old one; upstream pools that did not change are kept.
+func (p *Proxy) Update(c *config.Config) error {
+	old := p.tab.Load()
+	t, err := compile(c, old)
+	if err != nil {
+		return err
+	}
+	p.tab.Store(t)
+	old.closeUnused(t, time.Minute)
+	return nil
+}
+
+// Server returns the fasthttp server for the proxy listener.
+func (p *Proxy) Server(c *config.Config) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       p.Handler,
+		ErrorHandler:                  p.errorHandler,
+		Name:                          "tollgate",
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		NoDefaultDate:                 false,
+		ReadTimeout:                   c.Server.ReadTimeout.D(),
+		WriteTimeout:                  c.Server.WriteTimeout.D(),
+		IdleTimeout:                   c.Server.IdleTimeout.D(),
+		MaxRequestBodySize:            int(c.Server.MaxRequestBody),
+		ReadBufferSize:                int(c.Server.MaxHeaderBytes),
+		Concurrency:                   c.Server.Concurrency,
+		StreamRequestBody:             true,
+		DisablePreParseMultipartForm:  true,
+		CloseOnShutdown:               true,
+		ReduceMemoryUsage:             false,
+		DisableHeaderNamesNormalizing: false,
+		Logger:                        zapPrintf{p.log},
+	}
+}
+
+type zapPrintf struct{ l *zap.Logger }
+
+func (z zapPrintf) Printf(format string, args ...any) { z.l.Sugar().Debugf(format, args...) }
+
+// errorHandler answers the errors fasthttp raises while reading a request.
+func (p *Proxy) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var rs reqState
+	rs.start = time.Now()
+	t := p.tab.Load()
+	p.requestID(ctx, t, &rs)
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		p.fail(ctx, &rs, 431, problems.CodeHeadersTooLarge, "", "")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		p.fail(ctx, &rs, 413, problems.CodeBodyTooLarge, "", "")
+	case errors.As(err, &ne) && ne.Timeout():
+		p.fail(ctx, &rs, 408, problems.CodeRequestTimeout, "", "")
+	default:
+		p.fail(ctx, &rs, 400, problems.CodeBadRequest, "", "")
+	}
+	ctx.SetConnectionClose()
+	p.finish(ctx, t, &rs)
+}
+
+// Well-known header names, as bytes so the hot path does not convert.
+var (
+	hConnection      = []byte("Connection")
+	hProxyConnection = []byte("Proxy-Connection")
+	hKeepAlive       = []byte("Keep-Alive")
+	hProxyAuthn      = []byte("Proxy-Authenticate")
+	hProxyAuthz      = []byte("Proxy-Authorization")
+	hTE              = []byte("Te")
+	hTrailer         = []byte("Trailer")
+	hUpgrade         = []byte("Upgrade")
+	hAuthorization   = []byte("Authorization")
+	hForwarded       = []byte("Forwarded")
+	hXFF             = []byte("X-Forwarded-For")
+	hXFProto         = []byte("X-Forwarded-Proto")
+	hXFHost          = []byte("X-Forwarded-Host")
+	hRetryAfter      = []byte("Retry-After")
+	hWWWAuth         = []byte("WWW-Authenticate")
+	hXRLLimit        = []byte("X-RateLimit-Limit")
+	hXRLRemaining    = []byte("X-RateLimit-Remaining")
+	hXRLReset        = []byte("X-RateLimit-Reset")
+	hRLPolicy        = []byte("RateLimit-Policy")
+	hRL              = []byte("RateLimit")
+	vHTTP            = []byte("http")
+	vHTTPS           = []byte("https")
+	vTrailers        = []byte("trailers")
+	vAPIKey          = []byte("api_key")
+)
+
+// hopHeaders are removed from requests and responses before forwarding:
+// RFC 9110 §7.6.1, as net/http/httputil's hopHeaders. Transfer-Encoding
+// and Content-Length are framing that fasthttp rewrites itself.
+var hopHeaders = [][]byte{hConnection, hProxyConnection, hKeepAlive, hProxyAuthn, hProxyAuthz, hTE, hTrailer, hUpgrade}
+
+// reqState is the per-request data the handler keeps on its stack.
+type reqState struct {
+	start  time.Time
+	route  *route
+	id     Identity
+	dec    Decision
+	hasDec bool
+	reqID  [64]byte
+	reqIDn int
+	code   problems.Code
+}
+
+// Handler serves one proxied request.
+func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
+	var rs reqState
+	rs.start = time.Now()
+	t := p.tab.Load()
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic serving request", zap.Any("panic", r), zap.Stack("stack"))
+			p.fail(ctx, &rs, 500, problems.CodeInternal, "", "")
+		}
+		p.finish(ctx, t, &rs)
+	}()
+	p.requestID(ctx, t, &rs)
+
+	rs.route = t.match(ctx.Request.Header.Host(), ctx.Path())
+	if rs.route == nil {
+		p.fail(ctx, &rs, 404, problems.CodeRouteNotFound, "", "")
+		return
+	}
+	// With a streamed body fasthttp pre-reads only a little and leaves
+	// the size limit to us. The unread body makes the connection unusable.
+	if cl := ctx.Request.Header.ContentLength(); cl > t.maxBody {
+		ctx.SetConnectionClose()
+		p.fail(ctx, &rs, 413, problems.CodeBodyTooLarge, "", "")
+		return
+	}
+	if len(ctx.Request.Header.PeekBytes(hUpgrade)) > 0 {
+		p.fail(ctx, &rs, 501, problems.CodeUpgradeRefused, "Upgrade", "")
+		return
+	}
+	if rs.route.apiKey {
+		key, field := t.apiKey(ctx)
+		if key == nil {
+			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
+			p.fail(ctx, &rs, 401, problems.CodeCredentialMissing, field, "")
+			return
+		}
+		id, err := p.o.VerifyAPIKey(key)
+		if err != nil {
+			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
+			switch {
+			case errors.Is(err, ErrMalformed):
+				p.fail(ctx, &rs, 401, problems.CodeCredentialMalformed, field, "")
+			case errors.Is(err, ErrUnavailable):
+				ctx.Response.Header.DelBytes(hWWWAuth)
+				p.fail(ctx, &rs, 503, problems.CodeStoreUnavailable, "", "")
+			default:
+				p.fail(ctx, &rs, 401, problems.CodeCredentialInvalid, field, "")
+			}
+			return
+		}
+		rs.id = id
+		rs.dec = p.o.Admit(id.Tenant, rs.route.cost)
+		rs.hasDec = true
+		if !rs.dec.Allowed {
+			switch {
+			case rs.dec.UnknownTenant:
+				rs.hasDec = false
+				p.fail(ctx, &rs, 403, problems.CodeForbidden, "", "the credential's tenant does not exist")
+			case rs.dec.Unavailable:
+				p.fail(ctx, &rs, 503, problems.CodeStoreUnavailable, "", "the quota ledger is unavailable")
+			default:
+				ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(rs.reqID[rs.reqIDn:rs.reqIDn], max(rs.dec.Reset, 1), 10))
+				p.fail(ctx, &rs, 429, problems.CodeQuotaExceeded, "", "")
+			}
+			return
+		}
+	}
+	p.forward(ctx, t, &rs)
+}
+
+// apiKey returns the presented API key and the header it came in.
+func (t *table) apiKey(ctx *fasthttp.RequestCtx) ([]byte, string) {
+	for _, h := range t.apiKeyHdr {
+		if v := ctx.Request.Header.PeekBytes(h); len(v) > 0 {
+			return v, b2s(h)
+		}
+	}
+	if t.authzSch != nil {
+		if v := ParseAuthorization(ctx.Request.Header.PeekBytes(hAuthorization), t.authzSch); v != nil {
+			return v, "Authorization"
+		}
+	}
+	if len(t.apiKeyHdr) > 0 {
+		return nil, b2s(t.apiKeyHdr[0])
+	}
+	return nil, "Authorization"
+}
+
+// ParseAuthorization returns the credentials of an Authorization header
+// value "<scheme> <credentials>" with the scheme matched case-insensitively
+// (RFC 9110 §11.1), or nil.
+func ParseAuthorization(v, scheme []byte) []byte {
+	if len(v) <= len(scheme) || v[len(scheme)] != ' ' || !bytes.EqualFold(v[:len(scheme)], scheme) {
+		return nil
+	}
+	v = bytes.TrimLeft(v[len(scheme)+1:], " ")
+	v = bytes.TrimRight(v, " ")
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+func (t *table) challenge() []byte {
+	if t.authzSch != nil && len(t.apiKeyHdr) == 0 {
+		return t.authzSch
+	}
+	return challengeAPIKey
+}
+
+var challengeAPIKey = []byte(`ApiKey realm="tollgate"`)
+
+// requestID keeps a valid client X-Request-Id or makes one.
+func (p *Proxy) requestID(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
+	if v := ctx.Request.Header.PeekBytes(t.hReqID); validRequestID(v) {
+		rs.reqIDn = copy(rs.reqID[:], v)
+		return
+	}
+	const hexdigits = "0123456789abcdef"
+	a, b := rand.Uint64(), rand.Uint64()
+	for i := 0; i < 16; i++ {
+		rs.reqID[i] = hexdigits[(a>>(60-4*i))&0xf]
+		rs.reqID[16+i] = hexdigits[(b>>(60-4*i))&0xf]
+	}
+	rs.reqIDn = 32
+	ctx.Request.Header.SetCanonical(t.hReqID, rs.reqID[:32])
+}
+
+func validRequestID(v []byte) bool {
+	if len(v) == 0 || len(v) > 64 {
+		return false
+	}
+	for _, c := range v {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// forward sends the request upstream and leaves its response in ctx.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
+	req := &ctx.Request
+	up := rs.route.upstream
+	removeHopHeaders(&req.Header)
+	// Identity headers are ours alone: drop whatever the client sent, then
+	// set the verified values. The API key itself is not forwarded.
+	req.Header.DelBytes(t.hTenant)
+	req.Header.DelBytes(t.hCred)
+	req.Header.DelBytes(t.hAuth)
+	if rs.route.apiKey {
+		for _, h := range t.apiKeyHdr {
+			req.Header.DelBytes(h)
+		}
+		if t.authzSch != nil && ParseAuthorization(req.Header.PeekBytes(hAuthorization), t.authzSch) != nil {
+			req.Header.DelBytes(hAuthorization)
+		}
+		req.Header.SetCanonical(t.hTenant, s2b(rs.id.Tenant))
+		req.Header.SetCanonical(t.hCred, s2b(rs.id.Credential))
+		req.Header.SetCanonical(t.hAuth, vAPIKey)
+	}
+	p.setForwarded(ctx, t)
+	if rs.route.stripPrefix || len(up.path) > 0 {
+		rewritePath(req, rs.route, up)
+	}
+	err := up.client.Do(req, &ctx.Response)
+	if err != nil {
+		ctx.Response.Reset()
+		var ne net.Error
+		if errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout() {
+			p.fail(ctx, rs, 504, problems.CodeUpstreamTimeout, "", "")
+		} else {
+			p.log.Debug("upstream failed", zap.String("upstream", up.name), zap.Error(err))
+			p.fail(ctx, rs, 502, problems.CodeUpstreamUnreachable, "", "")
+		}
+		return
+	}
+	removeHopHeaders(&ctx.Response.Header)
+}
+
+// removeHopHeaders deletes hop-by-hop headers and the headers the
+// Connection header names (RFC 9110 §7.6.1), as httputil's
+// removeHopByHopHeaders does. A "Te: trailers" request header is kept, as
+// httputil keeps it, so gRPC-style backends still see it.
+func removeHopHeaders(h interface {
+	PeekBytes([]byte) []byte
+	DelBytes([]byte)
+	SetCanonical([]byte, []byte)
+}) {
+	if c := h.PeekBytes(hConnection); len(c) > 0 && !isPlainConnection(c) {
+		var buf [256]byte
+		n := copy(buf[:], c)
+		for _, f := range bytes.Split(buf[:n], []byte{','}) {
+			if f = bytes.TrimSpace(f); len(f) > 0 {
+				h.DelBytes(f)
+			}
+		}
+	}
+	te := bytes.EqualFold(bytes.TrimSpace(h.PeekBytes(hTE)), vTrailers)
+	for _, name := range hopHeaders {
+		h.DelBytes(name)
+	}
+	if te {
+		h.SetCanonical(hTE, vTrailers)
+	}
+}
+
+func isPlainConnection(v []byte) bool {
+	return bytes.EqualFold(v, []byte("keep-alive")) || bytes.EqualFold(v, []byte("close"))
+}
+
+// setForwarded sets X-Forwarded-For, -Proto and -Host from the socket. A
+// client's own values are kept and extended only when the peer is a
+// trusted proxy; otherwise they, and Forwarded, are replaced.
+func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, t *table) {
+	h := &ctx.Request.Header
+	var ipbuf [64]byte
+	ip := remoteAddr(ctx)
+	ipb := ip.AppendTo(ipbuf[:0])
+	trusted := false
+	for _, n := range t.trusted {
+		if n.Contains(ip) {
+			trusted = true
+			break
+		}
+	}
+	if trusted {
+		if prior := h.PeekBytes(hXFF); len(prior) > 0 {
+			var buf [512]byte
+			b := append(append(append(buf[:0], prior...), ", "...), ipb...)
+			h.SetCanonical(hXFF, b)
+		} else {
+			h.SetCanonical(hXFF, ipb)
+		}
+		if len(h.PeekBytes(hXFProto)) == 0 {
+			h.SetCanonical(hXFProto, scheme(ctx))
+		}
+		if len(h.PeekBytes(hXFHost)) == 0 {
+			h.SetCanonical(hXFHost, h.Host())
+		}
+		return
+	}
+	h.DelBytes(hForwarded)
+	h.SetCanonical(hXFF, ipb)
+	h.SetCanonical(hXFProto, scheme(ctx))
+	h.SetCanonical(hXFHost, h.Host())
+}
+
+func scheme(ctx *fasthttp.RequestCtx) []byte {
+	if ctx.IsTLS() {
+		return vHTTPS
+	}
+	return vHTTP
+}
+
+func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+func rewritePath(req *fasthttp.Request, r *route, up *upstream) {
+	var buf [1024]byte
+	path := req.URI().PathOriginal()
+	if r.stripPrefix && len(r.prefix) > 1 {
+		path = path[min(len(r.prefix), len(path)):]
+	}
+	b := append(buf[:0], up.path...)
+	if len(path) == 0 || path[0] != '/' {
+		b = append(b, '/')
+	}
+	b = append(b, path...)
+	if q := req.URI().QueryString(); len(q) > 0 {
+		b = append(b, '?')
+		b = append(b, q...)
+	}
+	req.SetRequestURIBytes(b)
+}
+
+// finish sets the response headers every answer carries and logs it.
+func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
+	ctx.Response.Header.SetCanonical(t.hReqID, rs.reqID[:rs.reqIDn])
+	if rs.hasDec && !rs.dec.Unlimited {
+		setLimitHeaders(&ctx.Response.Header, &rs.dec)
+	}
+	status := ctx.Response.StatusCode()
+	if m := p.o.Metrics; m != nil {
+		m.observe(status, rs.code, time.Since(rs.start))
+	}
+	if p.o.Access != nil {
+		p.o.Access.log(ctx, rs, status)
+	}
+}
+
+// setLimitHeaders writes the X-RateLimit-* fields and the IETF draft
+// RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-headers).
+func setLimitHeaders(h *fasthttp.ResponseHeader, d *Decision) {
+	var buf [128]byte
+	h.SetCanonical(hXRLLimit, strconv.AppendInt(buf[:0], d.Limit, 10))
+	h.SetCanonical(hXRLRemaining, strconv.AppendInt(buf[:0], d.Remaining, 10))
+	h.SetCanonical(hXRLReset, strconv.AppendInt(buf[:0], d.Reset, 10))
+	b := append(buf[:0], `"monthly";q=`...)
+	h.SetCanonical(hRLPolicy, strconv.AppendInt(b, d.Limit, 10))
+	b = append(buf[:0], `"monthly";r=`...)
+	b = strconv.AppendInt(b, d.Remaining, 10)
+	b = append(b, ";t="...)
+	h.SetCanonical(hRL, strconv.AppendInt(b, d.Reset, 10))
+}
+
+// fail renders an error answer in the problems shape. It is the one place
+// the proxy turns an error into a response.
+func (p *Proxy) fail(ctx *fasthttp.RequestCtx, rs *reqState, status int, code problems.Code, field, msg string) {
+	if msg == "" {
+		msg = code.Message()
+	}
+	if rs != nil {
+		rs.code = code
+	}
+	// Keep headers we set for this answer (WWW-Authenticate, Retry-After)
+	// but nothing of an upstream response.
+	ctx.Response.ResetBody()
+	ctx.Response.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(ctJSON)
+	var buf [512]byte
+	ctx.Response.AppendBody(problems.Append(buf[:0], status,
+		[]problems.Problem{{Level: problems.Severe, Code: code, Field: field, Message: msg}}))
+}
+
+var ctJSON = []byte("application/json")

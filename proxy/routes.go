@@ -1,0 +1,232 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/valyala/fasthttp"
+)
+
+// table is one configuration compiled for the hot path. It is immutable
+// and swapped whole on reload.
+type table struct {
+	routes    []*route // most specific first: hosts before any-host, longer prefixes first
+	apiKeyHdr [][]byte
+	authzSch  []byte // "ApiKey", or nil
+	hTenant   []byte
+	hCred     []byte
+	hAuth     []byte
+	hReqID    []byte
+	trusted   []netip.Prefix
+	maxBody   int
+	cfg       *config.Config
+}
+
+type route struct {
+	name        string
+	host        []byte // lower case; empty matches any host
+	prefix      []byte
+	stripPrefix bool
+	cost        int64
+	apiKey      bool
+	upstream    *upstream
+}
+
+type upstream struct {
+	name   string
+	client *fasthttp.HostClient
+	path   []byte // prefix joined in front of the forwarded path
+	https  bool
+}
+
+func compile(c *config.Config, old *table) (*table, error) {
+	t := &table{cfg: c, maxBody: int(c.Server.MaxRequestBody)}
+	for _, h := range c.Auth.APIKey.Headers {
+		t.apiKeyHdr = append(t.apiKeyHdr, []byte(h))
+	}
+	if c.Auth.APIKey.AuthorizationScheme != "" {
+		t.authzSch = []byte(c.Auth.APIKey.AuthorizationScheme)
+	}
+	t.hTenant, t.hCred, t.hAuth, t.hReqID = []byte(c.Headers.Tenant), []byte(c.Headers.Credential),
+		[]byte(c.Headers.AuthMethod), []byte(c.Headers.RequestID)
+	t.trusted = append(t.trusted, c.TrustedNets...)
+	ups := map[string]*upstream{}
+	for name, u := range c.Upstreams {
+		// Reuse the old pool when nothing about it changed, so a reload
+		// keeps warm connections.
+		if old != nil {
+			if ou := old.upstreamNamed(name); ou != nil && sameUpstream(old.cfg.Upstreams[name], u) {
+				ups[name] = ou
+				continue
+			}
+		}
+		ups[name] = newUpstream(name, u)
+	}
+	for i, r := range c.Routes {
+		up := ups[r.UpstreamName]
+		if up == nil {
+			return nil, fmt.Errorf("proxy: routes[%d]: no upstream %q", i, r.UpstreamName)
+		}
+		rt := &route{
+			name: r.Name, host: []byte(r.Host), prefix: []byte(r.PathPrefix), stripPrefix: r.StripPrefix,
+			cost: r.Cost, upstream: up,
+		}
+		if rt.name == "" {
+			rt.name = fmt.Sprintf("routes[%d]", i)
+		}
+		for _, a := range r.Auth {
+			if a == config.AuthAPIKey {
+				rt.apiKey = true
+			}
+		}
+		t.routes = append(t.routes, rt)
+	}
+	sort.SliceStable(t.routes, func(i, j int) bool {
+		a, b := t.routes[i], t.routes[j]
+		if (len(a.host) > 0) != (len(b.host) > 0) {
+			return len(a.host) > 0
+		}
+		return len(a.prefix) > len(b.prefix)
+	})
+	return t, nil
+}
+
+func (t *table) upstreamNamed(name string) *upstream {
+	for _, r := range t.routes {
+		if r.upstream.name == name {
+			return r.upstream
+		}
+	}
+	return nil
+}
+
+func sameUpstream(a, b config.Upstream) bool { return a == b }
+
+func newUpstream(name string, u config.Upstream) *upstream {
+	connect, rt, wt := u.ConnectTimeout.D(), u.ReadTimeout.D(), u.WriteTimeout.D()
+	hc := &fasthttp.HostClient{
+		Addr:  u.Addr,
+		IsTLS: u.Scheme == "https",
+		// fasthttp's ReadTimeout bounds a whole response, body included,
+		// which would cut a long download. Timeouts here bound the wait
+		// for each read and write instead: an upstream that stops
+		// sending for read_timeout fails with 504, one that streams
+		// steadily is never cut.
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := fasthttp.DialTimeout(addr, connect)
+			if err != nil {
+				return nil, err
+			}
+			return &idleConn{Conn: c, read: rt, write: wt}, nil
+		},
+		MaxConns:                      u.MaxConns,
+		MaxIdleConnDuration:           u.IdleTimeout.D(),
+		MaxConnWaitTimeout:            connect,
+		StreamResponseBody:            true,
+		NoDefaultUserAgentHeader:      true,
+		DisablePathNormalizing:        true,
+		DisableHeaderNamesNormalizing: false,
+		ReadBufferSize:                8 << 10,
+		WriteBufferSize:               8 << 10,
+	}
+	if hc.IsTLS {
+		host, _, _ := net.SplitHostPort(u.Addr)
+		hc.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	}
+	return &upstream{name: name, client: hc, path: []byte(u.Path), https: hc.IsTLS}
+}
+
+// match returns the route for host and path, or nil. host is compared
+// case-insensitively without its port.
+func (t *table) match(host, path []byte) *route {
+	if i := lastColon(host); i >= 0 {
+		host = host[:i]
+	}
+	for _, r := range t.routes {
+		if len(r.host) > 0 && !equalFold(r.host, host) {
+			continue
+		}
+		if hasPathPrefix(path, r.prefix) {
+			return r
+		}
+	}
+	return nil
+}
+
+// hasPathPrefix matches whole segments: /api matches /api and /api/x but
+// not /apix.
+func hasPathPrefix(path, prefix []byte) bool {
+	if len(path) < len(prefix) || string(path[:len(prefix)]) != string(prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'
+}
+
+func lastColon(host []byte) int {
+	for i := len(host) - 1; i >= 0; i-- {
+		switch host[i] {
+		case ':':
+			return i
+		case ']':
+			return -1
+		}
+	}
+	return -1
+}
+
+func equalFold(lower, b []byte) bool {
+	if len(lower) != len(b) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// closeIdle releases the pools of t that next does not reuse.
+func (t *table) closeUnused(next *table, after time.Duration) {
+	keep := map[*upstream]bool{}
+	for _, r := range next.routes {
+		keep[r.upstream] = true
+	}
+	for _, r := range t.routes {
+		if !keep[r.upstream] {
+			hc := r.upstream.client
+			time.AfterFunc(after, hc.CloseIdleConnections)
+		}
+	}
+}
+
+// idleConn sets a fresh deadline before every read and write, so its
+// timeouts bound silence, not the length of a transfer.
+type idleConn struct {
+	net.Conn
+	read, write time.Duration
+}
+
+func (c *idleConn) Read(b []byte) (int, error) {
+	if c.read > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.read))
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *idleConn) Write(b []byte) (int, error) {
+	if c.write > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.write))
+	}
+	return c.Conn.Write(b)
+}
