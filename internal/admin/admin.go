@@ -1,0 +1,263 @@
+// Package admin owns the admin listener: the JSON admin API over tenants,
+// keys and usage, protected by the admin token; health, readiness and
+// Prometheus metrics; all errors in the problems shape.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tollgate/tollgate/authn"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/problems"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/limiter"
+	"go.uber.org/zap"
+)
+
+// Options wire the admin API to the rest of tollgate.
+type Options struct {
+	Store       *store.Store
+	Tenants     *store.TenantMirror
+	Credentials *authn.Set
+	// Usage reads a tenant's usage in the current period.
+	Usage func(ctx context.Context, tenant string) (limiter.Usage, error)
+	// Config returns the configuration in force.
+	Config func() *config.Config
+	// TokenDigest is SHA-256 of the admin token.
+	TokenDigest [32]byte
+	// Ready reports readiness for /readyz.
+	Ready func() bool
+	// Gatherer serves /metrics. Default prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	Log *zap.Logger
+	// Extra registers more routes on the mux (reload, limit requests).
+	Extra func(mux *http.ServeMux, a *API)
+}
+
+// API is the admin HTTP handler.
+type API struct {
+	o   Options
+	mux *http.ServeMux
+}
+
+// New returns the admin handler.
+func New(o Options) *API {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Gatherer == nil {
+		o.Gatherer = prometheus.DefaultGatherer
+	}
+	a := &API{o: o, mux: http.NewServeMux()}
+	m := a.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"ok": true})
+	})
+	m.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if o.Ready != nil && !o.Ready() {
+			a.fail(w, r, problems.New(503, problems.CodeUnavailable, "", "starting or draining"))
+			return
+		}
+		writeJSON(w, 200, map[string]any{"ok": true})
+	})
+	m.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	m.HandleFunc("GET /{$}", a.page)
+	a.handle("POST /v1/tenants", a.createTenant)
+	a.handle("GET /v1/tenants", a.listTenants)
+	a.handle("GET /v1/tenants/{id}", a.getTenant)
+	a.handle("PATCH /v1/tenants/{id}", a.patchTenant)
+	a.handle("DELETE /v1/tenants/{id}", a.deleteTenant)
+	a.handle("POST /v1/tenants/{id}/keys", a.createKey)
+	a.handle("GET /v1/tenants/{id}/keys", a.listKeys)
+	a.handle("DELETE /v1/tenants/{id}/keys/{key}", a.deleteKey)
+	a.handle("POST /v1/tenants/{id}/keys/{key}/regenerate", a.regenerateKey)
+	a.handle("GET /v1/tenants/{id}/usage", a.usage)
+	if o.Extra != nil {
+		o.Extra(m, a)
+	}
+	return a
+}
+
+// HandlerFunc is an admin handler: it returns an error and Handle renders
+// it. Exactly one place turns errors into problems bodies.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (a *API) handle(pattern string, h HandlerFunc) { a.Handle(pattern, h) }
+
+// Handle registers an authenticated admin route.
+func (a *API) Handle(pattern string, h HandlerFunc) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tollgate-admin"`)
+			a.fail(w, r, problems.New(401, problems.CodeUnauthorized, "Authorization", ""))
+			return
+		}
+		if err := h(w, r); err != nil {
+			a.fail(w, r, err)
+		}
+	})
+}
+
+func (a *API) authorized(r *http.Request) bool {
+	v := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(v, "Bearer ")
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return subtle.ConstantTimeCompare(sum[:], a.o.TokenDigest[:]) == 1
+}
+
+// ServeHTTP implements http.Handler; unknown paths and methods answer in
+// the problems shape too.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := a.mux.Handler(r)
+	if pattern == "" {
+		// Distinguish 405 from 404 the way ServeMux does, but in our shape.
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if rec.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			a.fail(w, r, problems.New(405, problems.CodeMethodNotAllowed, "", ""))
+			return
+		}
+		a.fail(w, r, problems.New(404, problems.CodeNotFound, "", "no such admin endpoint"))
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	pe := problems.From(err)
+	if pe.Status >= 500 {
+		a.o.Log.Error("admin request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(pe.Status)
+	_, _ = w.Write(pe.Bytes())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// decode reads a JSON body strictly into v.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var ute *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			return problems.New(400, problems.CodeInvalidField, "body", "a JSON body is required")
+		case errors.As(err, &ute):
+			return problems.Newf(400, problems.CodeInvalidField, ute.Field, "want %s", ute.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return problems.New(400, problems.CodeInvalidField, f, "unknown field")
+		default:
+			return problems.Newf(400, problems.CodeInvalidField, "body", "invalid JSON: %v", err)
+		}
+	}
+	return nil
+}
+
+func (a *API) ctx(r *http.Request) (context.Context, context.CancelFunc) {
+	return a.o.Store.Ctx(r.Context())
+}
+
+func storeErr(err error) error {
+	return problems.New(503, problems.CodeStoreUnavailable, "", "the store did not answer; nothing was changed or the change may still apply, retry to be sure").Wrap(err)
+}
+
+// List is the paginated answer of every list endpoint.
+type List[T any] struct {
+	Total    int    `json:"total"`
+	Position int    `json:"position"`
+	Size     int    `json:"size"`
+	OrderBy  string `json:"orderBy"`
+	Desc     bool   `json:"desc"`
+	Items    []T    `json:"items"`
+}
+
+// Paginate sorts items by the orderBy parameter (one of the keys of less,
+// default def) and cuts the page given by position and size.
+func Paginate[T any](r *http.Request, items []T, def string, less map[string]func(a, b T) bool) (List[T], error) {
+	q := r.URL.Query()
+	l := List[T]{OrderBy: def, Size: 50}
+	var err error
+	if v := q.Get("position"); v != "" {
+		if l.Position, err = strconv.Atoi(v); err != nil || l.Position < 0 {
+			return l, problems.New(400, problems.CodeInvalidField, "position", "want an integer ≥ 0")
+		}
+	}
+	if v := q.Get("size"); v != "" {
+		if l.Size, err = strconv.Atoi(v); err != nil || l.Size < 1 || l.Size > 1000 {
+			return l, problems.New(400, problems.CodeInvalidField, "size", "want an integer from 1 to 1000")
+		}
+	}
+	if v := q.Get("desc"); v != "" {
+		if l.Desc, err = strconv.ParseBool(v); err != nil {
+			return l, problems.New(400, problems.CodeInvalidField, "desc", "want true or false")
+		}
+	}
+	if v := q.Get("orderBy"); v != "" {
+		l.OrderBy = v
+	}
+	f, ok := less[l.OrderBy]
+	if !ok {
+		names := make([]string, 0, len(less))
+		for k := range less {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		return l, problems.Newf(400, problems.CodeInvalidField, "orderBy", "want one of %s", strings.Join(names, ", "))
+	}
+	sort.SliceStable(items, func(i, j int) bool {
+		if l.Desc {
+			return f(items[j], items[i])
+		}
+		return f(items[i], items[j])
+	})
+	l.Total = len(items)
+	start := min(l.Position, len(items))
+	end := min(start+l.Size, len(items))
+	l.Items = items[start:end]
+	if l.Items == nil {
+		l.Items = []T{}
+	}
+	return l, nil
+}
+
+// Digest returns the SHA-256 of an admin token.
+func Digest(token string) [32]byte { return sha256.Sum256([]byte(token)) }

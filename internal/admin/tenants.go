@@ -1,0 +1,226 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/problems"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/limiter"
+)
+
+// TenantView is a tenant as the admin API shows it: the record plus the
+// limit it adds up to.
+type TenantView struct {
+	*store.Tenant
+	Limit int64 `json:"limit"`
+}
+
+func (a *API) view(t *store.Tenant) TenantView {
+	return TenantView{Tenant: t, Limit: TenantLimit(a.o.Config(), t)}
+}
+
+// TenantLimit is the monthly limit of t under c: a granted limit, else the
+// plan's requests plus add-on units times their sizes; 0 means unlimited.
+func TenantLimit(c *config.Config, t *store.Tenant) int64 {
+	if t.Granted > 0 {
+		return t.Granted
+	}
+	l, _ := c.Limit(t.Plan, t.Addons)
+	return l
+}
+
+type tenantInput struct {
+	ID        *string          `json:"id"`
+	Plan      *string          `json:"plan"`
+	Addons    map[string]int64 `json:"addons"`
+	Granted   *int64           `json:"granted"`
+	AnchorDay *int             `json:"anchor_day"`
+}
+
+func (a *API) checkTenant(in *tenantInput, t *store.Tenant) error {
+	c := a.o.Config()
+	if in.Plan != nil {
+		if _, ok := c.Plans[*in.Plan]; !ok {
+			return problems.Newf(400, problems.CodeInvalidField, "plan", "unknown plan %q", *in.Plan)
+		}
+		t.Plan = *in.Plan
+	}
+	if in.Addons != nil {
+		for name, units := range in.Addons {
+			if _, ok := c.Plans[t.Plan].Addons[name]; !ok {
+				return problems.Newf(400, problems.CodeInvalidField, "addons."+name, "plan %q has no add-on %q", t.Plan, name)
+			}
+			if units < 0 {
+				return problems.New(400, problems.CodeInvalidField, "addons."+name, "units must not be negative")
+			}
+		}
+		t.Addons = in.Addons
+	}
+	if in.Granted != nil {
+		if *in.Granted < 0 {
+			return problems.New(400, problems.CodeInvalidField, "granted", "must not be negative")
+		}
+		t.Granted = *in.Granted
+	}
+	if in.AnchorDay != nil {
+		if *in.AnchorDay < 0 || *in.AnchorDay > 31 {
+			return problems.New(400, problems.CodeInvalidField, "anchor_day", "want 1 to 31 (0 for calendar months)")
+		}
+		t.AnchorDay = *in.AnchorDay
+	}
+	return nil
+}
+
+func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
+	var in tenantInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.ID == nil || !config.ValidName(*in.ID) {
+		return problems.New(400, problems.CodeInvalidField, "id", "required: 1-64 letters, digits, '_' or '-'")
+	}
+	if in.Plan == nil {
+		return problems.New(400, problems.CodeInvalidField, "plan", "required")
+	}
+	now := a.o.Now().UTC()
+	t := &store.Tenant{ID: *in.ID, Created: now, Updated: now}
+	if err := a.checkTenant(&in, t); err != nil {
+		return err
+	}
+	ctx, cancel := a.ctx(r)
+	defer cancel()
+	if _, err := store.Create(ctx, a.o.Store.Tenants, t.ID, t); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return problems.Newf(409, problems.CodeConflict, "id", "tenant %q already exists", t.ID)
+		}
+		return storeErr(err)
+	}
+	a.o.Tenants.Set(t.ID, t)
+	writeJSON(w, 201, a.view(t))
+	return nil
+}
+
+func (a *API) tenant(r *http.Request) (*store.Tenant, error) {
+	id := r.PathValue("id")
+	t := a.o.Tenants.Get(id)
+	if t == nil {
+		return nil, problems.Newf(404, problems.CodeNotFound, "id", "no tenant %q", id)
+	}
+	return t, nil
+}
+
+func (a *API) getTenant(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenant(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, a.view(t))
+	return nil
+}
+
+var tenantOrder = map[string]func(a, b TenantView) bool{
+	"id":      func(a, b TenantView) bool { return a.ID < b.ID },
+	"plan":    func(a, b TenantView) bool { return a.Plan < b.Plan },
+	"created": func(a, b TenantView) bool { return a.Created.Before(b.Created) },
+	"limit":   func(a, b TenantView) bool { return a.Limit < b.Limit },
+}
+
+func (a *API) listTenants(w http.ResponseWriter, r *http.Request) error {
+	ts := a.o.Tenants.List()
+	views := make([]TenantView, len(ts))
+	for i, t := range ts {
+		views[i] = a.view(t)
+	}
+	l, err := Paginate(r, views, "id", tenantOrder)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, l)
+	return nil
+}
+
+// UpdateTenant applies f to the stored tenant id with compare-and-set,
+// retrying on a lost race, and returns the new record.
+func (a *API) UpdateTenant(r *http.Request, id string, f func(t *store.Tenant) error) (*store.Tenant, error) {
+	ctx, cancel := a.ctx(r)
+	defer cancel()
+	for try := 0; try < 5; try++ {
+		var t store.Tenant
+		rev, err := store.Get(ctx, a.o.Store.Tenants, id, &t)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, problems.Newf(404, problems.CodeNotFound, "id", "no tenant %q", id)
+		}
+		if err != nil {
+			return nil, storeErr(err)
+		}
+		if err := f(&t); err != nil {
+			return nil, err
+		}
+		t.Updated = a.o.Now().UTC()
+		if _, err := store.Update(ctx, a.o.Store.Tenants, id, &t, rev); err == nil {
+			a.o.Tenants.Set(id, &t)
+			return &t, nil
+		} else if ctx.Err() != nil {
+			return nil, storeErr(err)
+		}
+	}
+	return nil, problems.New(409, problems.CodeConflict, "id", "the tenant kept changing; retry")
+}
+
+func (a *API) patchTenant(w http.ResponseWriter, r *http.Request) error {
+	var in tenantInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.ID != nil {
+		return problems.New(400, problems.CodeInvalidField, "id", "cannot be changed")
+	}
+	t, err := a.UpdateTenant(r, r.PathValue("id"), func(t *store.Tenant) error { return a.checkTenant(&in, t) })
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, a.view(t))
+	return nil
+}
+
+func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenant(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.ctx(r)
+	defer cancel()
+	// Keys first, so no key outlives its tenant.
+	for _, k := range a.keysOf(t.ID) {
+		if err := store.Delete(ctx, a.o.Store.Keys, k.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return storeErr(err)
+		}
+		a.o.Credentials.Delete(k.ID)
+	}
+	if err := store.Delete(ctx, a.o.Store.Tenants, t.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return storeErr(err)
+	}
+	a.o.Tenants.Set(t.ID, nil)
+	w.WriteHeader(204)
+	return nil
+}
+
+func (a *API) usage(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenant(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.ctx(r)
+	defer cancel()
+	u, err := a.o.Usage(ctx, t.ID)
+	if errors.Is(err, limiter.ErrUnavailable) {
+		return problems.New(503, problems.CodeStoreUnavailable, "", "the quota ledger is unavailable").Wrap(err)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, u)
+	return nil
+}

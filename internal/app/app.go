@@ -1,0 +1,396 @@
+// Package app is the composition root: it builds every part of tollgate
+// from a configuration, wires the proxy, authn and limiter to the store,
+// runs the listeners, reloads configuration live and drains on shutdown.
+// It is the only package that sees both sides of every interface.
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tollgate/tollgate/authn"
+	"github.com/tollgate/tollgate/internal/admin"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/limiter"
+	"github.com/tollgate/tollgate/proxy"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Options adjust Run for the CLI, the demo and tests.
+type Options struct {
+	// Out receives what an operator must see once (a generated admin
+	// token). Default os.Stderr.
+	Out io.Writer
+	// LogOut receives logs and the access log. Default os.Stderr.
+	LogOut io.Writer
+	// OnReady is called once both listeners serve, with their addresses.
+	OnReady func(a *App)
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// App is a running tollgate.
+type App struct {
+	cfg      atomic.Pointer[config.Config]
+	log      *zap.Logger
+	level    zap.AtomicLevel
+	o        Options
+	store    *store.Store
+	creds    *authn.Set
+	verifier *authn.Verifier
+	tenants  *store.TenantMirror
+	quotas   *limiter.Quotas
+	proxy    *proxy.Proxy
+	access   *proxy.AccessLog
+	ready    atomic.Bool
+
+	reloadMu sync.Mutex // serialises reloads
+
+	// ProxyAddr and AdminAddr are the bound listener addresses.
+	ProxyAddr, AdminAddr string
+}
+
+// Config returns the configuration in force.
+func (a *App) Config() *config.Config { return a.cfg.Load() }
+
+// Store returns the open store.
+func (a *App) Store() *store.Store { return a.store }
+
+// NewLogger returns the JSON zap logger tollgate uses.
+func NewLogger(w io.Writer, level string) (*zap.Logger, zap.AtomicLevel) {
+	lvl := zap.NewAtomicLevel()
+	_ = lvl.UnmarshalText([]byte(level))
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "ts"
+	enc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core), lvl
+}
+
+// Run starts tollgate with cfg and serves until ctx ends, then drains:
+// readiness goes 503, in-flight requests finish, unused quota tokens go
+// back to the ledger, and the store is closed.
+func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
+	if o.Out == nil {
+		o.Out = os.Stderr
+	}
+	if o.LogOut == nil {
+		o.LogOut = os.Stderr
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	a := &App{o: o}
+	a.cfg.Store(cfg)
+	a.log, a.level = NewLogger(o.LogOut, cfg.Log.Level)
+	defer func() { _ = a.log.Sync() }()
+	log := a.log.Named("app")
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("app: data dir: %w", err)
+	}
+	digest, err := a.adminToken(cfg)
+	if err != nil {
+		return err
+	}
+
+	// Listen first: a port in use should fail before anything is started.
+	pln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("app: listen: %w", err)
+	}
+	defer pln.Close()
+	aln, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("app: admin listen: %w", err)
+	}
+	defer aln.Close()
+	a.ProxyAddr, a.AdminAddr = pln.Addr().String(), aln.Addr().String()
+
+	replica := nuid.Next()
+	a.store, err = store.Open(ctx, store.Options{
+		URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials, DataDir: cfg.DataDir, Listen: cfg.NATS.Listen,
+		SyncAlways: cfg.NATS.SyncAlways == nil || *cfg.NATS.SyncAlways, Replicas: cfg.NATS.Replicas,
+		Timeout: cfg.NATS.Timeout.D(), LedgerShards: cfg.NATS.LedgerShards,
+		Name: "tollgate-" + replica, Log: a.log.Named("store"),
+	})
+	if err != nil {
+		return err
+	}
+	defer a.store.Close()
+	if u := a.store.ClientURL(); u != "" {
+		log.Info("embedded NATS serves other replicas", zap.String("url", u))
+	}
+
+	a.creds = authn.NewSet()
+	a.verifier, err = authn.NewVerifier(a.creds, authn.VerifierOptions{
+		Lookup: a.lookupKey, LookupTimeout: cfg.NATS.Timeout.D(),
+	})
+	if err != nil {
+		return err
+	}
+	defer a.verifier.Close()
+
+	a.quotas = limiter.NewQuotas(limiter.QuotaOptions{
+		Ledger: a.store.Ledger, Limits: a.limits, Now: o.Now, Location: cfg.Location,
+		MaxLease: cfg.Quota.MaxLease, LeaseIdle: cfg.Quota.LeaseIdle.D(), Timeout: cfg.NATS.Timeout.D(),
+		ReplicaID: replica, Available: a.store.Connected, Log: a.log.Named("quota"),
+	})
+	a.tenants = store.NewTenantMirror()
+	a.tenants.OnChange = func(id string) {
+		if id == "" {
+			a.quotas.ChangedAll()
+		} else {
+			a.quotas.Changed(id)
+		}
+	}
+
+	wctx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	var bg sync.WaitGroup
+	tenantsReady, keysReady := make(chan struct{}), make(chan struct{})
+	bg.Add(2)
+	go func() {
+		defer bg.Done()
+		store.Watch(wctx, a.store.Tenants, a.tenants, a.log.Named("watch"), tenantsReady)
+	}()
+	go func() {
+		defer bg.Done()
+		store.Watch(wctx, a.store.Keys, keyMirror{a.creds}, a.log.Named("watch"), keysReady)
+	}()
+	for _, ch := range []chan struct{}{tenantsReady, keysReady} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		case <-time.After(60 * time.Second):
+			return errors.New("app: the store did not deliver tenants and keys within 60s")
+		}
+	}
+	log.Info("credential set loaded", zap.Int("credentials", a.creds.Len()), zap.Int("tenants", len(a.tenants.List())))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tollgate_ledger_operations_total", Help: "Operations sent to the quota ledger.",
+	}, func() float64 { return float64(a.quotas.LedgerOps()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_credentials", Help: "Credentials held in memory.",
+	}, func() float64 { return float64(a.creds.Len()) }))
+
+	var access *proxy.AccessLog
+	if cfg.AccessLog() {
+		access = proxy.NewAccessLog(o.LogOut)
+		a.access = access
+	}
+	a.proxy, err = proxy.New(cfg, proxy.Options{
+		VerifyAPIKey: a.verifyAPIKey, Admit: a.admit, Log: a.log.Named("proxy"),
+		Access: access, Metrics: proxy.NewMetrics(reg),
+	})
+	if err != nil {
+		return err
+	}
+	srv := a.proxy.Server(cfg)
+	adm := &http.Server{
+		Handler: admin.New(admin.Options{
+			Store: a.store, Tenants: a.tenants, Credentials: a.creds, Usage: a.quotas.Usage,
+			Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
+			Log: a.log.Named("admin"), Extra: a.adminExtra,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	qctx, stopQuotas := context.WithCancel(context.Background())
+	bg.Add(1)
+	go func() { defer bg.Done(); _ = a.quotas.Run(qctx) }()
+	logDone := make(chan struct{})
+	if access != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); access.Run(logDone) }()
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(pln) }()
+	go func() {
+		if err := adm.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	a.ready.Store(true)
+	log.Info("tollgate serving", zap.String("listen", a.ProxyAddr), zap.String("admin", a.AdminAddr),
+		zap.Bool("embedded_nats", cfg.NATS.URL == ""), zap.String("data_dir", cfg.DataDir))
+	if o.OnReady != nil {
+		go o.OnReady(a)
+	}
+	stopReload := a.watchReloads(ctx)
+	defer stopReload()
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		log.Error("listener failed", zap.Error(err))
+	}
+
+	// Drain: not ready, finish in-flight requests, return leases, stop.
+	a.ready.Store(false)
+	log.Info("draining")
+	sctx, cancel := context.WithTimeout(context.Background(), a.Config().Server.ShutdownTimeout.D())
+	defer cancel()
+	if e := srv.ShutdownWithContext(sctx); e != nil {
+		log.Warn("proxy shutdown", zap.Error(e))
+	}
+	if e := a.quotas.Close(sctx); e != nil {
+		log.Warn("quota tokens not returned", zap.Error(e))
+	}
+	_ = adm.Shutdown(sctx)
+	stopQuotas()
+	stopWatch()
+	close(logDone)
+	bg.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// verifyAPIKey adapts authn to the proxy's hook. It does not allocate.
+func (a *App) verifyAPIKey(key []byte) (proxy.Identity, error) {
+	c, err := a.verifier.APIKey(key)
+	switch {
+	case err == nil:
+		return proxy.Identity{Tenant: c.Tenant, Credential: c.ID, Method: string(c.Method)}, nil
+	case errors.Is(err, authn.ErrMalformed):
+		return proxy.Identity{}, proxy.ErrMalformed
+	case errors.Is(err, authn.ErrUnavailable):
+		return proxy.Identity{}, proxy.ErrUnavailable
+	default:
+		return proxy.Identity{}, proxy.ErrInvalid
+	}
+}
+
+// admit adapts the limiter to the proxy's hook.
+func (a *App) admit(tenant string, cost int64) proxy.Decision {
+	d := a.quotas.Admit(tenant, cost)
+	return proxy.Decision{
+		Allowed: d.Allowed, Unlimited: d.Unlimited, Limit: d.Limit, Remaining: d.Remaining, Reset: d.Reset,
+		Unavailable: d.Err == limiter.ErrUnavailable, UnknownTenant: d.Err == limiter.ErrUnknownTenant,
+	}
+}
+
+// limits gives the limiter a tenant's limit from its record and the plan.
+func (a *App) limits(tenant string) (limiter.Limit, bool) {
+	t := a.tenants.Get(tenant)
+	if t == nil {
+		return limiter.Limit{}, false
+	}
+	return limiter.Limit{Monthly: admin.TenantLimit(a.Config(), t), Anchor: t.AnchorDay}, true
+}
+
+// lookupKey is the verifier's fallback on a miss: the watcher may not have
+// delivered a key created a moment ago.
+func (a *App) lookupKey(ctx context.Context, id string) (*authn.Credential, error) {
+	var k store.Key
+	_, err := store.Get(ctx, a.store.Keys, id, &k)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, authn.ErrInvalid
+	}
+	if err != nil {
+		return nil, authn.ErrUnavailable
+	}
+	c := admin.CredentialOf(&k)
+	if c == nil {
+		return nil, authn.ErrInvalid
+	}
+	return c, nil
+}
+
+// keyMirror keeps the credential set in step with the keys bucket.
+type keyMirror struct{ set *authn.Set }
+
+func (m keyMirror) Snapshot(entries map[string][]byte) {
+	cs := make([]*authn.Credential, 0, len(entries))
+	for _, v := range entries {
+		if c := decodeKey(v); c != nil {
+			cs = append(cs, c)
+		}
+	}
+	m.set.Replace(cs)
+}
+
+func (m keyMirror) Update(id string, v []byte) {
+	if v == nil {
+		m.set.Delete(id)
+		return
+	}
+	if c := decodeKey(v); c != nil {
+		m.set.Put(c)
+	}
+}
+
+func decodeKey(v []byte) *authn.Credential {
+	var k store.Key
+	if err := jsonUnmarshal(v, &k); err != nil {
+		return nil
+	}
+	return admin.CredentialOf(&k)
+}
+
+const tokenFile = "admin-token.sha256"
+
+// adminToken returns the digest of the admin token: the configured one,
+// or one generated on first start, whose digest is kept in the data dir
+// and which is printed once.
+func (a *App) adminToken(cfg *config.Config) ([32]byte, error) {
+	if cfg.Admin.Token != "" {
+		return sha256.Sum256([]byte(cfg.Admin.Token)), nil
+	}
+	path := filepath.Join(cfg.DataDir, tokenFile)
+	if b, err := os.ReadFile(path); err == nil {
+		var d [32]byte
+		if n, err := hex.Decode(d[:], []byte(strings.TrimSpace(string(b)))); err == nil && n == 32 {
+			return d, nil
+		}
+		return [32]byte{}, fmt.Errorf("app: %s is damaged: delete it to generate a new admin token", path)
+	}
+	token := "tga_" + authn.NewID(40)
+	d := sha256.Sum256([]byte(token))
+	if err := writeFileAtomic(path, []byte(hex.EncodeToString(d[:])+"\n"), 0o600); err != nil {
+		return [32]byte{}, fmt.Errorf("app: store admin token digest: %w", err)
+	}
+	fmt.Fprintf(a.o.Out, "\nGenerated an admin token. It is shown only this once; only its digest is stored in %s.\n\n    export TOLLGATE_ADMIN_TOKEN=%s\n\n", path, token)
+	return d, nil
+}
+
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

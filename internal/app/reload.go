@@ -1,0 +1,154 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"reflect"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/admin"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/problems"
+	"go.uber.org/zap"
+)
+
+// ReloadError says why a reload was refused; the old configuration keeps
+// serving.
+type ReloadError struct {
+	Problems []string
+}
+
+func (e *ReloadError) Error() string {
+	return "app: reload refused: " + strings.Join(e.Problems, "; ")
+}
+
+// Reload reads the configuration file again, validates it and swaps it in.
+// What cannot change while running is named in the refusal.
+func (a *App) Reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	old := a.Config()
+	if old.File == "" {
+		return &ReloadError{Problems: []string{"tollgate was started without a config file"}}
+	}
+	next, err := config.Load(old.File)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			re := &ReloadError{}
+			for _, p := range ce.Problems {
+				re.Problems = append(re.Problems, p.Error())
+			}
+			return re
+		}
+		return &ReloadError{Problems: []string{err.Error()}}
+	}
+	if fixed := fixedChanges(old, next); len(fixed) > 0 {
+		re := &ReloadError{}
+		for _, f := range fixed {
+			re.Problems = append(re.Problems, f+": cannot change while running; restart tollgate to apply it")
+		}
+		return re
+	}
+	if err := a.proxy.Update(next); err != nil {
+		return &ReloadError{Problems: []string{err.Error()}}
+	}
+	a.cfg.Store(next)
+	_ = a.level.UnmarshalText([]byte(next.Log.Level))
+	a.quotas.ChangedAll()
+	a.log.Named("app").Info("configuration reloaded", zap.String("file", next.File))
+	return nil
+}
+
+// fixedChanges names the settings that differ between a and b but are
+// bound at start: listeners, the store, the server's limits.
+func fixedChanges(a, b *config.Config) []string {
+	var out []string
+	check := func(name string, x, y any) {
+		if !reflect.DeepEqual(x, y) {
+			out = append(out, name)
+		}
+	}
+	check("listen", a.Listen, b.Listen)
+	check("admin", a.Admin, b.Admin)
+	check("data_dir", a.DataDir, b.DataDir)
+	check("nats", a.NATS, b.NATS)
+	check("server", a.Server, b.Server)
+	check("quota.timezone", a.Quota.Timezone, b.Quota.Timezone)
+	check("quota.max_lease", a.Quota.MaxLease, b.Quota.MaxLease)
+	check("quota.lease_idle", a.Quota.LeaseIdle, b.Quota.LeaseIdle)
+	check("log.access", a.AccessLog(), b.AccessLog())
+	return out
+}
+
+// watchReloads reloads on SIGHUP and when the config file changes.
+func (a *App) watchReloads(ctx context.Context) (stop func()) {
+	file := a.Config().File
+	if file == "" {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	log := a.log.Named("reload")
+	stamp := func() string {
+		fi, err := os.Stat(file)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprint(fi.ModTime().UnixNano(), fi.Size())
+	}
+	last := stamp()
+	go func() {
+		defer signal.Stop(hup)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			why := ""
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				why = "SIGHUP"
+			case <-t.C:
+				if s := stamp(); s != last && s != "" {
+					last = s
+					why = "file changed"
+				}
+			}
+			if why == "" {
+				continue
+			}
+			if err := a.Reload(); err != nil {
+				log.Error("reload refused; the old configuration keeps serving", zap.String("trigger", why), zap.Error(err))
+			}
+		}
+	}()
+	return cancel
+}
+
+// adminExtra adds the app's own admin routes.
+func (a *App) adminExtra(mux *http.ServeMux, api *admin.API) {
+	api.Handle("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) error {
+		if err := a.Reload(); err != nil {
+			var re *ReloadError
+			if errors.As(err, &re) {
+				pe := &problems.Error{Status: 422}
+				for _, p := range re.Problems {
+					pe.Problems = append(pe.Problems, problems.Problem{Level: problems.Severe, Code: problems.CodeInvalidField, Field: "config", Message: p})
+				}
+				return pe
+			}
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true,"reloaded":true}` + "\n"))
+		return nil
+	})
+}
