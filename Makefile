@@ -1,0 +1,23 @@
+# Targets say what they do; CI runs .ci/run, which runs the README's test command.
+.PHONY: build test lint bench fuzz
+
+build:            ## build ./tollgate
+	go build -o tollgate ./cmd/tollgate
+
+test:             ## the whole suite with the race detector (the README's command)
+	go test -race ./...
+
+lint:             ## gofmt, go vet and staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	go vet ./...
+	staticcheck ./... || (echo "install: go install honnef.co/go/tools/cmd/staticcheck@latest"; exit 1)
+
+bench:            ## Go benchmarks of the hot path with allocation counts
+	go test -run '^$$' -bench . -benchmem ./authn/ ./limiter/ ./internal/app/
+
+fuzz:             ## each fuzz target for 30s
+	go test -run '^$$' -fuzz FuzzParseAPIKey -fuzztime 30s ./authn/
+	go test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/config/
+	go test -run '^$$' -fuzz FuzzAppendString -fuzztime 30s ./internal/problems/
+	go test -run '^$$' -fuzz FuzzBody -fuzztime 30s ./internal/normalize/
+	go test -run '^$$' -fuzz FuzzParseAuthorization -fuzztime 30s ./proxy/
