@@ -8,6 +8,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/normalize"
 	"github.com/tollgate/tollgate/internal/problems"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -162,6 +164,8 @@ var (
 	hXFF             = []byte("X-Forwarded-For")
 	hXFProto         = []byte("X-Forwarded-Proto")
 	hXFHost          = []byte("X-Forwarded-Host")
+	hExpect          = []byte("Expect")
+	hAccept          = []byte("Accept")
 	hRetryAfter      = []byte("Retry-After")
 	hWWWAuth         = []byte("WWW-Authenticate")
 	hXRLLimit        = []byte("X-RateLimit-Limit")
@@ -213,7 +217,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	// With a streamed body fasthttp pre-reads only a little and leaves
 	// the size limit to us. The unread body makes the connection unusable.
-	if cl := ctx.Request.Header.ContentLength(); cl > t.maxBody {
+	if cl := ctx.Request.Header.ContentLength(); cl > rs.route.maxBody {
 		ctx.SetConnectionClose()
 		p.fail(ctx, &rs, 413, problems.CodeBodyTooLarge, "", "")
 		return
@@ -355,14 +359,27 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 		req.Header.SetCanonical(t.hAuth, vAPIKey)
 	}
 	p.setForwarded(ctx, t)
+	// We answered any Expect: 100-continue ourselves (fasthttp does, as it
+	// reads the body); the upstream gets the body without waiting.
+	req.Header.DelBytes(hExpect)
 	if rs.route.stripPrefix || len(up.path) > 0 {
 		rewritePath(req, rs.route, up)
+	}
+	var limited *limitedBody
+	if req.Header.ContentLength() == -1 { // chunked: the size is known only at the end
+		if s := req.BodyStream(); s != nil {
+			limited = &limitedBody{r: s, left: int64(rs.route.maxBody)}
+			req.SetBodyStream(limited, -1)
+		}
 	}
 	err := up.client.Do(req, &ctx.Response)
 	if err != nil {
 		ctx.Response.Reset()
 		var ne net.Error
-		if errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout() {
+		if limited != nil && limited.over {
+			ctx.SetConnectionClose()
+			p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
+		} else if errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout() {
 			p.fail(ctx, rs, 504, problems.CodeUpstreamTimeout, "", "")
 		} else {
 			p.log.Debug("upstream failed", zap.String("upstream", up.name), zap.Error(err))
@@ -371,6 +388,33 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 		return
 	}
 	removeHopHeaders(&ctx.Response.Header)
+	if ctx.Response.StatusCode() >= 400 && rs.route.normalize {
+		p.normalize(ctx, rs)
+	}
+}
+
+// limitedBody fails a streamed request body once it exceeds the route's
+// limit, so a chunked upload cannot bypass max_request_body.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+	over bool
+}
+
+var errBodyTooLarge = errors.New("proxy: request body too large")
+
+func (l *limitedBody) Read(b []byte) (int, error) {
+	if l.left < 0 {
+		l.over = true
+		return 0, errBodyTooLarge
+	}
+	n, err := l.r.Read(b)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.over = true
+		return 0, errBodyTooLarge
+	}
+	return n, err
 }
 
 // removeHopHeaders deletes hop-by-hop headers and the headers the
@@ -518,9 +562,27 @@ func (p *Proxy) fail(ctx *fasthttp.RequestCtx, rs *reqState, status int, code pr
 	ctx.Response.ResetBody()
 	ctx.Response.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(ctJSON)
+	ps := []problems.Problem{{Level: problems.Severe, Code: code, Field: field, Message: msg}}
 	var buf [512]byte
-	ctx.Response.AppendBody(problems.Append(buf[:0], status,
-		[]problems.Problem{{Level: problems.Severe, Code: code, Field: field, Message: msg}}))
+	if wantsRFC9457(ctx, rs) {
+		ctx.Response.Header.SetContentTypeBytes(ctProblemJSON)
+		ctx.Response.AppendBody(normalize.AppendRFC9457(buf[:0], status, ps))
+		return
+	}
+	ctx.Response.AppendBody(problems.Append(buf[:0], status, ps))
 }
 
-var ctJSON = []byte("application/json")
+var (
+	ctJSON        = []byte("application/json")
+	ctProblemJSON = []byte("application/problem+json")
+)
+
+// wantsRFC9457 reports whether the error is to be rendered as RFC 9457
+// problem details: the route says so, or the client asks for it.
+func wantsRFC9457(ctx *fasthttp.RequestCtx, rs *reqState) bool {
+	if rs != nil && rs.route != nil && rs.route.rfc9457 {
+		return true
+	}
+	a := ctx.Request.Header.PeekBytes(hAccept)
+	return len(a) > 0 && bytes.Contains(bytes.ToLower(a), ctProblemJSON)
+}

@@ -466,3 +466,5 @@ func TestReloadSwapsRoutes(t *testing.T) {
 		t.Errorf("after reload: %d", resp.StatusCode())
 	}
 }
+
+func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }

@@ -36,6 +36,10 @@ type route struct {
 	cost        int64
 	apiKey      bool
 	upstream    *upstream
+	normalize   bool
+	rfc9457     bool
+	errMaxBody  int
+	maxBody     int
 }
 
 type upstream struct {
@@ -75,7 +79,8 @@ func compile(c *config.Config, old *table) (*table, error) {
 		}
 		rt := &route{
 			name: r.Name, host: []byte(r.Host), prefix: []byte(r.PathPrefix), stripPrefix: r.StripPrefix,
-			cost: r.Cost, upstream: up,
+			cost: r.Cost, upstream: up, normalize: r.Errors.NormalizeErrors(), rfc9457: r.Errors.Format == "rfc9457",
+			errMaxBody: int(r.Errors.MaxBody), maxBody: int(r.MaxRequestBody),
 		}
 		if rt.name == "" {
 			rt.name = fmt.Sprintf("routes[%d]", i)

@@ -176,10 +176,30 @@ type Route struct {
 	Cost int64 `yaml:"cost"`
 	// StripPrefix removes PathPrefix before forwarding.
 	StripPrefix bool `yaml:"strip_prefix"`
+	// Errors says how upstream errors are answered.
+	Errors RouteErrors `yaml:"errors"`
+	// MaxRequestBody overrides server.max_request_body for this route.
+	MaxRequestBody ByteSize `yaml:"max_request_body"`
 
 	// Parsed: the upstream pool (inline URLs get a generated name).
 	UpstreamName string `yaml:"-"`
 }
+
+// RouteErrors configures how a route answers errors.
+type RouteErrors struct {
+	// Normalize rewrites upstream error bodies (status ≥ 400) into the
+	// problems shape. Default true.
+	Normalize *bool `yaml:"normalize"`
+	// Format of error bodies: "problems" (default) or "rfc9457"
+	// (application/problem+json). A client asking for
+	// application/problem+json in Accept gets it either way.
+	Format string `yaml:"format"`
+	// MaxBody is how much of an upstream error body is read. Default 64KiB.
+	MaxBody ByteSize `yaml:"max_body"`
+}
+
+// NormalizeErrors reports whether upstream errors are rewritten.
+func (e RouteErrors) NormalizeErrors() bool { return e.Normalize == nil || *e.Normalize }
 
 // Log configures logging.
 type Log struct {
@@ -404,6 +424,19 @@ func (c *Config) validate() []FieldError {
 				add(path+".upstream", "%q: no such upstream", r.Upstream)
 			}
 			r.UpstreamName = r.Upstream
+		}
+		switch r.Errors.Format {
+		case "":
+			r.Errors.Format = "problems"
+		case "problems", "rfc9457":
+		default:
+			add(path+".errors.format", "%q: want problems or rfc9457", r.Errors.Format)
+		}
+		if r.Errors.MaxBody == 0 {
+			r.Errors.MaxBody = 64 << 10
+		}
+		if r.MaxRequestBody == 0 {
+			r.MaxRequestBody = c.Server.MaxRequestBody
 		}
 		for j := 0; j < i; j++ {
 			if c.Routes[j].Host == r.Host && c.Routes[j].PathPrefix == r.PathPrefix {
