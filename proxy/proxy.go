@@ -222,7 +222,8 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		p.fail(ctx, &rs, 413, problems.CodeBodyTooLarge, "", "")
 		return
 	}
-	if len(ctx.Request.Header.PeekBytes(hUpgrade)) > 0 {
+	upgrade := len(ctx.Request.Header.PeekBytes(hUpgrade)) > 0
+	if upgrade && !rs.route.upgrade {
 		p.fail(ctx, &rs, 501, problems.CodeUpgradeRefused, "Upgrade", "")
 		return
 	}
@@ -263,6 +264,10 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			}
 			return
 		}
+	}
+	if upgrade {
+		p.upgrade(ctx, t, &rs)
+		return
 	}
 	p.forward(ctx, t, &rs)
 }
@@ -342,6 +347,46 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	req := &ctx.Request
 	up := rs.route.upstream
 	removeHopHeaders(&req.Header)
+	p.prepare(ctx, t, rs)
+	var limited *limitedBody
+	if req.Header.ContentLength() == -1 { // chunked: the size is known only at the end
+		if s := req.BodyStream(); s != nil {
+			limited = &limitedBody{r: s, left: int64(rs.route.maxBody)}
+			req.SetBodyStream(limited, -1)
+		}
+	}
+	err := up.client.Do(req, &ctx.Response)
+	if err != nil {
+		p.upstreamFailed(ctx, rs, err, limited != nil && limited.over)
+		return
+	}
+	removeHopHeaders(&ctx.Response.Header)
+	if ctx.Response.StatusCode() >= 400 && rs.route.normalize {
+		p.normalize(ctx, rs)
+	}
+}
+
+// upstreamFailed answers a failed upstream exchange.
+func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error, tooLarge bool) {
+	ctx.Response.Reset()
+	var ne net.Error
+	switch {
+	case tooLarge:
+		ctx.SetConnectionClose()
+		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
+	case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
+		p.fail(ctx, rs, 504, problems.CodeUpstreamTimeout, "", "")
+	default:
+		p.log.Debug("upstream failed", zap.String("upstream", rs.route.upstream.name), zap.Error(err))
+		p.fail(ctx, rs, 502, problems.CodeUpstreamUnreachable, "", "")
+	}
+}
+
+// prepare applies the forwarding rules to the request headers and path:
+// identity headers, no credentials, X-Forwarded-*, the upstream's path.
+func (p *Proxy) prepare(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
+	req := &ctx.Request
+	up := rs.route.upstream
 	// Identity headers are ours alone: drop whatever the client sent, then
 	// set the verified values. The API key itself is not forwarded.
 	req.Header.DelBytes(t.hTenant)
@@ -364,32 +409,6 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	req.Header.DelBytes(hExpect)
 	if rs.route.stripPrefix || len(up.path) > 0 {
 		rewritePath(req, rs.route, up)
-	}
-	var limited *limitedBody
-	if req.Header.ContentLength() == -1 { // chunked: the size is known only at the end
-		if s := req.BodyStream(); s != nil {
-			limited = &limitedBody{r: s, left: int64(rs.route.maxBody)}
-			req.SetBodyStream(limited, -1)
-		}
-	}
-	err := up.client.Do(req, &ctx.Response)
-	if err != nil {
-		ctx.Response.Reset()
-		var ne net.Error
-		if limited != nil && limited.over {
-			ctx.SetConnectionClose()
-			p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
-		} else if errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout() {
-			p.fail(ctx, rs, 504, problems.CodeUpstreamTimeout, "", "")
-		} else {
-			p.log.Debug("upstream failed", zap.String("upstream", up.name), zap.Error(err))
-			p.fail(ctx, rs, 502, problems.CodeUpstreamUnreachable, "", "")
-		}
-		return
-	}
-	removeHopHeaders(&ctx.Response.Header)
-	if ctx.Response.StatusCode() >= 400 && rs.route.normalize {
-		p.normalize(ctx, rs)
 	}
 }
 

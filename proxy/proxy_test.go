@@ -225,6 +225,17 @@ func (h *harness) do(t *testing.T, method, path string, hdr map[string]string) *
 
 func checkProblem(t *testing.T, resp *fasthttp.Response, status int, code problems.Code) problems.Body {
 	t.Helper()
+	body := checkProblemStatus(t, resp, status)
+	if p := body.Problems[0]; p.Code != code || p.Level != problems.Severe || p.Message == "" {
+		t.Errorf("problem = %+v, want code %s, SEVERE, a message", p, code)
+	}
+	return body
+}
+
+// checkProblemStatus checks the shape of an error answer: status, JSON
+// content type, a problems body for that status, a request id.
+func checkProblemStatus(t *testing.T, resp *fasthttp.Response, status int) problems.Body {
+	t.Helper()
 	if got := resp.StatusCode(); got != status {
 		t.Errorf("status = %d, want %d (body %s)", got, status, resp.Body())
 	}
@@ -239,10 +250,6 @@ func checkProblem(t *testing.T, resp *fasthttp.Response, status int, code proble
 	}
 	if body.OK || body.Status != status || len(body.Problems) != 1 {
 		t.Fatalf("body = %+v, want ok=false status=%d and one problem", body, status)
-	}
-	p := body.Problems[0]
-	if p.Code != code || p.Level != problems.Severe || p.Message == "" {
-		t.Errorf("problem = %+v, want code %s, SEVERE, a message", p, code)
 	}
 	if len(resp.Header.Peek("X-Request-Id")) == 0 {
 		t.Error("no X-Request-Id on the error")

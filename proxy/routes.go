@@ -40,6 +40,7 @@ type route struct {
 	rfc9457     bool
 	errMaxBody  int
 	maxBody     int
+	upgrade     bool
 }
 
 type upstream struct {
@@ -47,6 +48,11 @@ type upstream struct {
 	client *fasthttp.HostClient
 	path   []byte // prefix joined in front of the forwarded path
 	https  bool
+	// For upgrades, which bypass the HostClient.
+	addr        string
+	connect     time.Duration
+	readTimeout time.Duration
+	tls         *tls.Config
 }
 
 func compile(c *config.Config, old *table) (*table, error) {
@@ -80,7 +86,7 @@ func compile(c *config.Config, old *table) (*table, error) {
 		rt := &route{
 			name: r.Name, host: []byte(r.Host), prefix: []byte(r.PathPrefix), stripPrefix: r.StripPrefix,
 			cost: r.Cost, upstream: up, normalize: r.Errors.NormalizeErrors(), rfc9457: r.Errors.Format == "rfc9457",
-			errMaxBody: int(r.Errors.MaxBody), maxBody: int(r.MaxRequestBody),
+			errMaxBody: int(r.Errors.MaxBody), maxBody: int(r.MaxRequestBody), upgrade: r.AllowUpgrade,
 		}
 		if rt.name == "" {
 			rt.name = fmt.Sprintf("routes[%d]", i)
@@ -144,7 +150,8 @@ func newUpstream(name string, u config.Upstream) *upstream {
 		host, _, _ := net.SplitHostPort(u.Addr)
 		hc.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	}
-	return &upstream{name: name, client: hc, path: []byte(u.Path), https: hc.IsTLS}
+	return &upstream{name: name, client: hc, path: []byte(u.Path), https: hc.IsTLS, addr: u.Addr,
+		connect: connect, readTimeout: rt, tls: hc.TLSConfig}
 }
 
 // match returns the route for host and path, or nil. host is compared

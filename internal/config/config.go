@@ -178,6 +178,11 @@ type Route struct {
 	StripPrefix bool `yaml:"strip_prefix"`
 	// Errors says how upstream errors are answered.
 	Errors RouteErrors `yaml:"errors"`
+	// AllowUpgrade proxies protocol upgrades (WebSocket and others):
+	// authentication and quota apply to the handshake, then bytes flow
+	// both ways until either side closes. Default false: an upgrade is
+	// refused with 501 upgrade_refused.
+	AllowUpgrade bool `yaml:"allow_upgrade"`
 	// MaxRequestBody overrides server.max_request_body for this route.
 	MaxRequestBody ByteSize `yaml:"max_request_body"`
 
