@@ -33,6 +33,10 @@ const (
 	PolicyLease Policy = iota
 	// PolicyClosed refuses at once.
 	PolicyClosed
+	// PolicyOpen, once the lease is spent, admits up to OpenAllowance more
+	// requests per replica and outage; they are added to the ledger when it
+	// is back, each exactly once.
+	PolicyOpen
 )
 
 // Limit is what the quota of one tenant is made of.
@@ -46,7 +50,26 @@ type Limit struct {
 	Location *time.Location
 	// Policy while the ledger is unreachable.
 	Policy Policy
+	// OpenAllowance bounds PolicyOpen.
+	OpenAllowance int64
+	// Rate is a short-window limit; RateByTenant counts it per tenant
+	// rather than per credential.
+	Rate         Rate
+	RateByTenant bool
+	// Concurrency caps requests in flight per tenant; 0: no cap.
+	Concurrency int64
 }
+
+// Reason says which limit refused a request.
+type Reason uint8
+
+// Reasons for a refusal.
+const (
+	ReasonNone Reason = iota
+	ReasonQuota
+	ReasonRate
+	ReasonConcurrency
+)
 
 // Decision is the outcome of one admission. It is returned by value.
 type Decision struct {
@@ -61,6 +84,16 @@ type Decision struct {
 	// request was refused for that reason, ErrUnknownTenant for a tenant
 	// without a limit; nil otherwise.
 	Err error
+	// Reason names the limit that refused the request.
+	Reason Reason
+	// Rate is the short-window limit's state, when the plan has one.
+	Rate    RateDecision
+	HasRate bool
+	// Acquired says a concurrency slot was taken: call Release.
+	Acquired bool
+	// Open says the request was admitted on the open policy's allowance
+	// while the ledger was unreachable.
+	Open bool
 }
 
 // Errors of admission.
@@ -105,6 +138,8 @@ type Quotas struct {
 	shards [64]tenantShard
 	seq    atomic.Uint64
 	refill chan *tenantState
+	rates  *Rates
+	conc   *Concurrency
 	quit   chan struct{}
 	// ops counts ledger operations, for metrics and the ≤10 per 1000 goal.
 	ops atomic.Int64
@@ -157,6 +192,9 @@ type tenantState struct {
 	refunding atomic.Int64 // tokens of the current period queued for refund
 	policy    atomic.Uint32
 	known     atomic.Bool
+	lim       atomic.Pointer[Limit] // the limit in force, for rate and concurrency
+	openUsed  atomic.Int64          // admitted on the open allowance in this outage
+	openOwed  atomic.Int64          // of which not yet sent to the ledger
 
 	mu        sync.Mutex // serialises reservations; protects the fields below
 	period    Period
@@ -189,7 +227,8 @@ func NewQuotas(o QuotaOptions) *Quotas {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	q := &Quotas{o: o, seed: maphash.MakeSeed(), refill: make(chan *tenantState, 4096), quit: make(chan struct{}), kick: make(chan struct{}, 1)}
+	q := &Quotas{o: o, seed: maphash.MakeSeed(), refill: make(chan *tenantState, 4096), quit: make(chan struct{}), kick: make(chan struct{}, 1),
+		rates: NewRates(o.Now), conc: NewConcurrency()}
 	for i := range q.shards {
 		q.shards[i].m = map[string]*tenantState{}
 	}
@@ -219,6 +258,7 @@ func (q *Quotas) state(tenant string) *tenantState {
 
 func (q *Quotas) applyLimit(st *tenantState) {
 	l, ok := q.o.Limits(st.id)
+	st.lim.Store(&l)
 	st.known.Store(ok)
 	if l.Monthly <= 0 {
 		st.limit.Store(math.MaxInt64)
@@ -252,6 +292,56 @@ func (q *Quotas) ChangedAll() {
 		sh.mu.RUnlock()
 	}
 }
+
+// AdmitRequest applies every limit of tenant's plan to one request of the
+// given credential: the short-window rate, then concurrency, then the
+// monthly quota, so that a request refused by a limit is not counted. A
+// decision with Acquired set must be followed by Release(tenant).
+func (q *Quotas) AdmitRequest(tenant, credential string, cost int64) Decision {
+	st := q.state(tenant)
+	l := st.lim.Load()
+	var rd RateDecision
+	hasRate := l.Rate.Requests > 0
+	if hasRate {
+		key := credential
+		if l.RateByTenant {
+			key = tenant
+		}
+		if rd = q.rates.Allow(key, l.Rate, cost); !rd.Allowed {
+			d := q.decide(st, q.o.Now(), false, nil)
+			d.Reason, d.Rate, d.HasRate = ReasonRate, rd, true
+			return d
+		}
+	}
+	acquired := false
+	if l.Concurrency > 0 {
+		if _, ok := q.conc.Acquire(tenant, l.Concurrency); !ok {
+			d := q.decide(st, q.o.Now(), false, nil)
+			d.Reason, d.Rate, d.HasRate = ReasonConcurrency, rd, hasRate
+			return d
+		}
+		acquired = true
+	}
+	d := q.Admit(tenant, cost)
+	d.Rate, d.HasRate = rd, hasRate
+	if !d.Allowed {
+		if acquired {
+			q.conc.Release(tenant)
+		}
+		if d.Err == nil {
+			d.Reason = ReasonQuota
+		}
+		return d
+	}
+	d.Acquired = acquired
+	return d
+}
+
+// LimitOf returns the limits in force for tenant.
+func (q *Quotas) LimitOf(tenant string) Limit { return *q.state(tenant).lim.Load() }
+
+// Release returns the concurrency slot of an admitted request.
+func (q *Quotas) Release(tenant string) { q.conc.Release(tenant) }
 
 // Admit spends cost tokens of tenant's quota. For a tenant with tokens
 // left in its lease it does no I/O, takes no lock and does not allocate.
@@ -319,17 +409,60 @@ func (q *Quotas) slow(st *tenantState, cost int64, now time.Time) Decision {
 			return q.decide(st, now, false, nil)
 		}
 		if !q.o.Available() {
-			return q.decide(st, now, false, ErrUnavailable)
+			return q.unavailable(st, cost, now)
 		}
 		granted, err := q.reserveLocked(st, cost)
 		if err != nil {
-			return q.decide(st, now, false, ErrUnavailable)
+			return q.unavailable(st, cost, now)
 		}
 		if granted == 0 {
 			return q.decide(st, now, false, nil)
 		}
 	}
 	return q.decide(st, now, false, nil)
+}
+
+// unavailable decides a request that needs the ledger while it cannot be
+// reached: refused, unless the plan is open and its allowance for this
+// outage is not used up. What open admits is owed to the ledger and sent
+// (once, with a message id) when the ledger is back.
+func (q *Quotas) unavailable(st *tenantState, cost int64, now time.Time) Decision {
+	l := st.lim.Load()
+	if Policy(st.policy.Load()) != PolicyOpen || st.openUsed.Add(cost) > l.OpenAllowance {
+		if Policy(st.policy.Load()) == PolicyOpen {
+			st.openUsed.Add(-cost)
+		}
+		return q.decide(st, now, false, ErrUnavailable)
+	}
+	st.openOwed.Add(cost)
+	d := q.decide(st, now, true, nil)
+	d.Open = true
+	return d
+}
+
+// settleOpen sends what the open policy admitted during an outage to the
+// ledger, once it is reachable again, and resets the allowance.
+func (q *Quotas) settleOpen() {
+	for i := range q.shards {
+		sh := &q.shards[i]
+		sh.mu.RLock()
+		for _, st := range sh.m {
+			if st.openUsed.Load() == 0 {
+				continue
+			}
+			st.mu.Lock()
+			if owed := st.openOwed.Swap(0); owed > 0 {
+				q.enqueue(&ledgerOp{tenant: st.id, period: st.period.Key, id: q.msgID(), delta: owed,
+					deadline: q.o.Now().Add(DuplicateWindow - 30*time.Second)})
+				st.total.Add(owed)
+				q.o.Log.Info("counting requests admitted while the ledger was unreachable",
+					zap.String("tenant", st.id), zap.Int64("requests", owed))
+			}
+			st.openUsed.Store(0)
+			st.mu.Unlock()
+		}
+		sh.mu.RUnlock()
+	}
 }
 
 // reserveLocked reserves the next lease from the ledger and adds what was
@@ -558,6 +691,9 @@ func (q *Quotas) Run(ctx context.Context) error {
 			}
 		case <-tick.C:
 			q.returnIdle(false)
+			if q.o.Available() {
+				q.settleOpen()
+			}
 		}
 	}
 }
@@ -590,6 +726,7 @@ func (q *Quotas) returnIdle(all bool) {
 // Close returns every unused token to the ledger, waiting up to ctx for
 // the ledger to acknowledge.
 func (q *Quotas) Close(ctx context.Context) error {
+	q.settleOpen()
 	q.returnIdle(true)
 	for {
 		if q.flushPending() {

@@ -42,6 +42,33 @@ type Decision struct {
 	Unavailable bool
 	// UnknownTenant says the credential's tenant has no limits.
 	UnknownTenant bool
+	// Refusal names the limit that refused the request.
+	Refusal Refusal
+	// Rate is the short-window limit, when the plan has one.
+	Rate Rate
+	// Release says Options.Release must be called when the request is done
+	// (a concurrency slot was taken).
+	Release bool
+}
+
+// Refusal names the limit that refused a request.
+type Refusal uint8
+
+// Refusals.
+const (
+	RefusedQuota Refusal = iota
+	RefusedRate
+	RefusedConcurrency
+)
+
+// Rate is the state of a short-window rate limit.
+type Rate struct {
+	Set        bool
+	Limit      int64 // burst: requests allowed at once
+	Window     int64 // seconds the limit is defined over
+	Remaining  int64
+	Reset      int64 // seconds until the bucket is full
+	RetryAfter int64
 }
 
 // Errors an APIKey hook returns.
@@ -55,8 +82,17 @@ var (
 type Options struct {
 	// VerifyAPIKey checks a presented API key. Required.
 	VerifyAPIKey func(key []byte) (Identity, error)
-	// Admit spends cost units of tenant's quota. Required.
-	Admit func(tenant string, cost int64) Decision
+	// Admit applies the limits of id's tenant to a request costing cost
+	// quota units. Required.
+	Admit func(id Identity, cost int64) Decision
+	// Release ends a request whose Decision had Release set. Required
+	// when Admit sets it.
+	Release func(id Identity)
+	// SelfService answers the self-service paths (kind "usage" or
+	// "limit-requests") for an authenticated credential: the answer's
+	// status and JSON body, or an error (a *problems.Error is shown as
+	// it is). If nil, the paths are not served.
+	SelfService func(kind string, id Identity, method string, query, body []byte) (int, []byte, error)
 	// Log is the component logger. Default: no logging.
 	Log *zap.Logger
 	// Access receives one line per request when set.
@@ -210,6 +246,15 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}()
 	p.requestID(ctx, t, &rs)
 
+	if p.o.SelfService != nil {
+		if path := ctx.Path(); len(t.selfUsage) > 0 && bytes.Equal(path, t.selfUsage) {
+			p.selfService(ctx, t, &rs, "usage")
+			return
+		} else if len(t.selfReqs) > 0 && bytes.Equal(path, t.selfReqs) {
+			p.selfService(ctx, t, &rs, "limit-requests")
+			return
+		}
+	}
 	rs.route = t.match(ctx.Request.Header.Host(), ctx.Path())
 	if rs.route == nil {
 		p.fail(ctx, &rs, 404, problems.CodeRouteNotFound, "", "")
@@ -228,38 +273,27 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if rs.route.apiKey {
-		key, field := t.apiKey(ctx)
-		if key == nil {
-			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
-			p.fail(ctx, &rs, 401, problems.CodeCredentialMissing, field, "")
+		if !p.authenticate(ctx, t, &rs) {
 			return
 		}
-		id, err := p.o.VerifyAPIKey(key)
-		if err != nil {
-			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
-			switch {
-			case errors.Is(err, ErrMalformed):
-				p.fail(ctx, &rs, 401, problems.CodeCredentialMalformed, field, "")
-			case errors.Is(err, ErrUnavailable):
-				ctx.Response.Header.DelBytes(hWWWAuth)
-				p.fail(ctx, &rs, 503, problems.CodeStoreUnavailable, "", "")
-			default:
-				p.fail(ctx, &rs, 401, problems.CodeCredentialInvalid, field, "")
-			}
-			return
-		}
-		rs.id = id
-		rs.dec = p.o.Admit(id.Tenant, rs.route.cost)
+		rs.dec = p.o.Admit(rs.id, rs.route.cost)
 		rs.hasDec = true
 		if !rs.dec.Allowed {
+			var buf [24]byte
 			switch {
 			case rs.dec.UnknownTenant:
 				rs.hasDec = false
 				p.fail(ctx, &rs, 403, problems.CodeForbidden, "", "the credential's tenant does not exist")
 			case rs.dec.Unavailable:
 				p.fail(ctx, &rs, 503, problems.CodeStoreUnavailable, "", "the quota ledger is unavailable")
+			case rs.dec.Refusal == RefusedRate:
+				ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], max(rs.dec.Rate.RetryAfter, 1), 10))
+				p.fail(ctx, &rs, 429, problems.CodeRateLimited, "", "")
+			case rs.dec.Refusal == RefusedConcurrency:
+				ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], 1, 10))
+				p.fail(ctx, &rs, 429, problems.CodeConcurrencyLimited, "", "")
 			default:
-				ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(rs.reqID[rs.reqIDn:rs.reqIDn], max(rs.dec.Reset, 1), 10))
+				ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], max(rs.dec.Reset, 1), 10))
 				p.fail(ctx, &rs, 429, problems.CodeQuotaExceeded, "", "")
 			}
 			return
@@ -270,6 +304,65 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	p.forward(ctx, t, &rs)
+}
+
+// authenticate verifies the request's API key; on failure it has answered.
+func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool {
+	key, field := t.apiKey(ctx)
+	if key == nil {
+		ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
+		p.fail(ctx, rs, 401, problems.CodeCredentialMissing, field, "")
+		return false
+	}
+	id, err := p.o.VerifyAPIKey(key)
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrMalformed):
+			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
+			p.fail(ctx, rs, 401, problems.CodeCredentialMalformed, field, "")
+		case errors.Is(err, ErrUnavailable):
+			p.fail(ctx, rs, 503, problems.CodeStoreUnavailable, "", "")
+		default:
+			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
+			p.fail(ctx, rs, 401, problems.CodeCredentialInvalid, field, "")
+		}
+		return false
+	}
+	rs.id = id
+	return true
+}
+
+// selfService serves a tenant's own usage and limit requests. It needs
+// the tenant's credential and does not count against the quota.
+func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, kind string) {
+	if !p.authenticate(ctx, t, rs) {
+		return
+	}
+	var body []byte
+	if ctx.IsPost() {
+		if s := ctx.RequestBodyStream(); s != nil {
+			b, err := io.ReadAll(io.LimitReader(s, 64<<10))
+			if err != nil {
+				p.fail(ctx, rs, 400, problems.CodeBadRequest, "body", "")
+				return
+			}
+			body = b
+		} else {
+			body = ctx.Request.Body()
+		}
+	}
+	status, out, err := p.o.SelfService(kind, rs.id, string(ctx.Method()), ctx.URI().QueryString(), body)
+	if err != nil {
+		pe := problems.From(err)
+		if pe.Status >= 500 {
+			p.log.Error("self-service failed", zap.String("kind", kind), zap.Error(err))
+		}
+		p.render(ctx, rs, pe.Status, pe.Problems)
+		return
+	}
+	ctx.Response.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(ctJSON)
+	ctx.Response.SetBodyRaw(out)
 }
 
 // apiKey returns the presented API key and the header it came in.
@@ -539,8 +632,11 @@ func rewritePath(req *fasthttp.Request, r *route, up *upstream) {
 
 // finish sets the response headers every answer carries and logs it.
 func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
+	if rs.dec.Release && rs.dec.Allowed {
+		p.o.Release(rs.id)
+	}
 	ctx.Response.Header.SetCanonical(t.hReqID, rs.reqID[:rs.reqIDn])
-	if rs.hasDec && !rs.dec.Unlimited {
+	if rs.hasDec {
 		setLimitHeaders(&ctx.Response.Header, &rs.dec)
 	}
 	status := ctx.Response.StatusCode()
@@ -552,36 +648,69 @@ func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	}
 }
 
-// setLimitHeaders writes the X-RateLimit-* fields and the IETF draft
-// RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-headers).
+// setLimitHeaders writes the X-RateLimit-* fields (the monthly quota) and
+// the IETF draft RateLimit-Policy / RateLimit fields
+// (draft-ietf-httpapi-ratelimit-headers): every policy in RateLimit-Policy,
+// the most restrictive one (fewest requests left) in RateLimit.
 func setLimitHeaders(h *fasthttp.ResponseHeader, d *Decision) {
-	var buf [128]byte
-	h.SetCanonical(hXRLLimit, strconv.AppendInt(buf[:0], d.Limit, 10))
-	h.SetCanonical(hXRLRemaining, strconv.AppendInt(buf[:0], d.Remaining, 10))
-	h.SetCanonical(hXRLReset, strconv.AppendInt(buf[:0], d.Reset, 10))
-	b := append(buf[:0], `"monthly";q=`...)
-	h.SetCanonical(hRLPolicy, strconv.AppendInt(b, d.Limit, 10))
-	b = append(buf[:0], `"monthly";r=`...)
-	b = strconv.AppendInt(b, d.Remaining, 10)
-	b = append(b, ";t="...)
-	h.SetCanonical(hRL, strconv.AppendInt(b, d.Reset, 10))
+	var buf [160]byte
+	monthly := !d.Unlimited
+	if monthly {
+		h.SetCanonical(hXRLLimit, strconv.AppendInt(buf[:0], d.Limit, 10))
+		h.SetCanonical(hXRLRemaining, strconv.AppendInt(buf[:0], d.Remaining, 10))
+		h.SetCanonical(hXRLReset, strconv.AppendInt(buf[:0], d.Reset, 10))
+	}
+	b := buf[:0]
+	if monthly {
+		b = append(b, `"monthly";q=`...)
+		b = strconv.AppendInt(b, d.Limit, 10)
+	}
+	if d.Rate.Set {
+		if monthly {
+			b = append(b, ", "...)
+		}
+		b = append(b, `"rate";q=`...)
+		b = strconv.AppendInt(b, d.Rate.Limit, 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, d.Rate.Window, 10)
+	}
+	if len(b) == 0 {
+		return
+	}
+	h.SetCanonical(hRLPolicy, b)
+	if d.Rate.Set && (!monthly || d.Rate.Remaining < d.Remaining) {
+		b = append(buf[:0], `"rate";r=`...)
+		b = strconv.AppendInt(b, d.Rate.Remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, d.Rate.Reset, 10)
+	} else {
+		b = append(buf[:0], `"monthly";r=`...)
+		b = strconv.AppendInt(b, d.Remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, d.Reset, 10)
+	}
+	h.SetCanonical(hRL, b)
 }
 
-// fail renders an error answer in the problems shape. It is the one place
-// the proxy turns an error into a response.
+// fail answers with one problem of the catalogue.
 func (p *Proxy) fail(ctx *fasthttp.RequestCtx, rs *reqState, status int, code problems.Code, field, msg string) {
 	if msg == "" {
 		msg = code.Message()
 	}
-	if rs != nil {
-		rs.code = code
+	p.render(ctx, rs, status, []problems.Problem{{Level: problems.Severe, Code: code, Field: field, Message: msg}})
+}
+
+// render writes an error answer: the one place the proxy turns problems
+// into a response body, in the problems shape or as RFC 9457.
+func (p *Proxy) render(ctx *fasthttp.RequestCtx, rs *reqState, status int, ps []problems.Problem) {
+	if rs != nil && len(ps) > 0 {
+		rs.code = ps[0].Code
 	}
 	// Keep headers we set for this answer (WWW-Authenticate, Retry-After)
 	// but nothing of an upstream response.
 	ctx.Response.ResetBody()
 	ctx.Response.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(ctJSON)
-	ps := []problems.Problem{{Level: problems.Severe, Code: code, Field: field, Message: msg}}
 	var buf [512]byte
 	if wantsRFC9457(ctx, rs) {
 		ctx.Response.Header.SetContentTypeBytes(ctProblemJSON)

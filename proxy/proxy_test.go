@@ -51,8 +51,8 @@ func verify(key []byte) (proxy.Identity, error) {
 	return proxy.Identity{}, proxy.ErrInvalid
 }
 
-func admit(tenant string, cost int64) proxy.Decision {
-	switch tenant {
+func admit(id proxy.Identity, cost int64) proxy.Decision {
+	switch id.Tenant {
 	case "ghost":
 		return proxy.Decision{UnknownTenant: true}
 	case "over":

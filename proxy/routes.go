@@ -25,6 +25,8 @@ type table struct {
 	hReqID    []byte
 	trusted   []netip.Prefix
 	maxBody   int
+	selfUsage []byte
+	selfReqs  []byte
 	cfg       *config.Config
 }
 
@@ -56,7 +58,8 @@ type upstream struct {
 }
 
 func compile(c *config.Config, old *table) (*table, error) {
-	t := &table{cfg: c, maxBody: int(c.Server.MaxRequestBody)}
+	t := &table{cfg: c, maxBody: int(c.Server.MaxRequestBody),
+		selfUsage: []byte(c.SelfService.Usage), selfReqs: []byte(c.SelfService.LimitRequests)}
 	for _, h := range c.Auth.APIKey.Headers {
 		t.apiKeyHdr = append(t.apiKeyHdr, []byte(h))
 	}

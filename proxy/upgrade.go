@@ -93,7 +93,7 @@ func upgradeHeaders(resp *fasthttp.Response, t *table, rs *reqState) []byte {
 		h.AddBytesKV(k, v)
 	}
 	h.SetCanonical(t.hReqID, rs.reqID[:rs.reqIDn])
-	if rs.hasDec && !rs.dec.Unlimited {
+	if rs.hasDec {
 		setLimitHeaders(&h, &rs.dec)
 	}
 	var out []byte

@@ -28,9 +28,11 @@ import (
 
 // Options wire the admin API to the rest of tollgate.
 type Options struct {
-	Store       *store.Store
-	Tenants     *store.TenantMirror
-	Credentials *authn.Set
+	Store   *store.Store
+	Tenants *store.TenantMirror
+	// LimitRequests mirrors the limit-requests bucket.
+	LimitRequests *store.JSONMirror[store.LimitRequest]
+	Credentials   *authn.Set
 	// Usage reads a tenant's usage in the current period.
 	Usage func(ctx context.Context, tenant string) (limiter.Usage, error)
 	// Config returns the configuration in force.
@@ -89,6 +91,12 @@ func New(o Options) *API {
 	a.handle("DELETE /v1/tenants/{id}/keys/{key}", a.deleteKey)
 	a.handle("POST /v1/tenants/{id}/keys/{key}/regenerate", a.regenerateKey)
 	a.handle("GET /v1/tenants/{id}/usage", a.usage)
+	a.handle("POST /v1/tenants/{id}/limit-requests", a.createLimitRequest)
+	a.handle("GET /v1/tenants/{id}/limit-requests", a.listLimitRequests)
+	a.handle("GET /v1/limit-requests", a.listLimitRequests)
+	a.handle("GET /v1/limit-requests/{req}", a.getLimitRequest)
+	a.handle("POST /v1/limit-requests/{req}/approve", a.decide(true))
+	a.handle("POST /v1/limit-requests/{req}/deny", a.decide(false))
 	if o.Extra != nil {
 		o.Extra(m, a)
 	}

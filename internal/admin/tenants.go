@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -146,6 +147,10 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) error {
 func (a *API) UpdateTenant(r *http.Request, id string, f func(t *store.Tenant) error) (*store.Tenant, error) {
 	ctx, cancel := a.ctx(r)
 	defer cancel()
+	return a.updateTenant(ctx, id, f)
+}
+
+func (a *API) updateTenant(ctx context.Context, id string, f func(t *store.Tenant) error) (*store.Tenant, error) {
 	for try := 0; try < 5; try++ {
 		var t store.Tenant
 		rev, err := store.Get(ctx, a.o.Store.Tenants, id, &t)

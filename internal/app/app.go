@@ -56,6 +56,8 @@ type App struct {
 	creds    *authn.Set
 	verifier *authn.Verifier
 	tenants  *store.TenantMirror
+	requests *store.JSONMirror[store.LimitRequest]
+	adminAPI *admin.API
 	quotas   *limiter.Quotas
 	proxy    *proxy.Proxy
 	access   *proxy.AccessLog
@@ -153,6 +155,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		MaxLease: cfg.Quota.MaxLease, LeaseIdle: cfg.Quota.LeaseIdle.D(), Timeout: cfg.NATS.Timeout.D(),
 		ReplicaID: replica, Available: a.store.Connected, Log: a.log.Named("quota"),
 	})
+	a.requests = store.NewJSONMirror[store.LimitRequest]()
 	a.tenants = store.NewTenantMirror()
 	a.tenants.OnChange = func(id string) {
 		if id == "" {
@@ -165,8 +168,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	wctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	var bg sync.WaitGroup
-	tenantsReady, keysReady := make(chan struct{}), make(chan struct{})
-	bg.Add(2)
+	tenantsReady, keysReady, requestsReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	bg.Add(3)
+	go func() {
+		defer bg.Done()
+		store.Watch(wctx, a.store.LimitRequests, a.requests, a.log.Named("watch"), requestsReady)
+	}()
 	go func() {
 		defer bg.Done()
 		store.Watch(wctx, a.store.Tenants, a.tenants, a.log.Named("watch"), tenantsReady)
@@ -175,7 +182,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		defer bg.Done()
 		store.Watch(wctx, a.store.Keys, keyMirror{a.creds}, a.log.Named("watch"), keysReady)
 	}()
-	for _, ch := range []chan struct{}{tenantsReady, keysReady} {
+	for _, ch := range []chan struct{}{tenantsReady, keysReady, requestsReady} {
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -201,21 +208,20 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		a.access = access
 	}
 	a.proxy, err = proxy.New(cfg, proxy.Options{
-		VerifyAPIKey: a.verifyAPIKey, Admit: a.admit, Log: a.log.Named("proxy"),
+		VerifyAPIKey: a.verifyAPIKey, Admit: a.admit, Release: a.release, SelfService: a.selfService,
+		Log: a.log.Named("proxy"),
 		Access: access, Metrics: proxy.NewMetrics(reg),
 	})
 	if err != nil {
 		return err
 	}
 	srv := a.proxy.Server(cfg)
-	adm := &http.Server{
-		Handler: admin.New(admin.Options{
-			Store: a.store, Tenants: a.tenants, Credentials: a.creds, Usage: a.quotas.Usage,
-			Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
-			Log: a.log.Named("admin"), Extra: a.adminExtra,
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	a.adminAPI = admin.New(admin.Options{
+		Store: a.store, Tenants: a.tenants, LimitRequests: a.requests, Credentials: a.creds, Usage: a.quotas.Usage,
+		Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
+		Log: a.log.Named("admin"), Extra: a.adminExtra,
+	})
+	adm := &http.Server{Handler: a.adminAPI, ReadHeaderTimeout: 10 * time.Second}
 
 	qctx, stopQuotas := context.WithCancel(context.Background())
 	bg.Add(1)
@@ -283,21 +289,52 @@ func (a *App) verifyAPIKey(key []byte) (proxy.Identity, error) {
 }
 
 // admit adapts the limiter to the proxy's hook.
-func (a *App) admit(tenant string, cost int64) proxy.Decision {
-	d := a.quotas.Admit(tenant, cost)
-	return proxy.Decision{
+func (a *App) admit(id proxy.Identity, cost int64) proxy.Decision {
+	d := a.quotas.AdmitRequest(id.Tenant, id.Credential, cost)
+	pd := proxy.Decision{
 		Allowed: d.Allowed, Unlimited: d.Unlimited, Limit: d.Limit, Remaining: d.Remaining, Reset: d.Reset,
 		Unavailable: d.Err == limiter.ErrUnavailable, UnknownTenant: d.Err == limiter.ErrUnknownTenant,
+		Release: d.Acquired,
 	}
+	switch d.Reason {
+	case limiter.ReasonRate:
+		pd.Refusal = proxy.RefusedRate
+	case limiter.ReasonConcurrency:
+		pd.Refusal = proxy.RefusedConcurrency
+	}
+	if d.HasRate {
+		l := a.quotas.LimitOf(id.Tenant)
+		pd.Rate = proxy.Rate{Set: true, Limit: d.Rate.Limit, Window: max(int64(l.Rate.Per/time.Second), 1),
+			Remaining: d.Rate.Remaining, Reset: d.Rate.Reset, RetryAfter: d.Rate.RetryAfter}
+	}
+	return pd
 }
 
-// limits gives the limiter a tenant's limit from its record and the plan.
+func (a *App) release(id proxy.Identity) { a.quotas.Release(id.Tenant) }
+
+// limits gives the limiter a tenant's limits from its record and plan.
 func (a *App) limits(tenant string) (limiter.Limit, bool) {
 	t := a.tenants.Get(tenant)
 	if t == nil {
 		return limiter.Limit{}, false
 	}
-	return limiter.Limit{Monthly: admin.TenantLimit(a.Config(), t), Anchor: t.AnchorDay}, true
+	c := a.Config()
+	l := limiter.Limit{Monthly: admin.TenantLimit(c, t), Anchor: t.AnchorDay}
+	if p, ok := c.Plans[t.Plan]; ok {
+		l.Location = p.Location
+		l.Concurrency = p.Concurrency
+		switch p.OnStoreUnavailable {
+		case "closed":
+			l.Policy = limiter.PolicyClosed
+		case "open":
+			l.Policy, l.OpenAllowance = limiter.PolicyOpen, p.OpenAllowance
+		}
+		if r := p.Rate; r != nil {
+			l.Rate = limiter.Rate{Requests: r.Requests, Per: r.Per.D(), Burst: r.Burst}
+			l.RateByTenant = r.By == "tenant"
+		}
+	}
+	return l, true
 }
 
 // lookupKey is the verifier's fallback on a miss: the watcher may not have

@@ -36,9 +36,12 @@ func startApp(t testing.TB, dir string, mutate func(*config.Config)) *running {
 		t.Fatal(err)
 	}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if string(ctx.Path()) == "/echo" {
+		switch string(ctx.Path()) {
+		case "/echo":
 			echo.Handler(ctx)
 			return
+		case "/slow":
+			time.Sleep(50 * time.Millisecond)
 		}
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"hello":"world"}`)

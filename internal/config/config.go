@@ -47,6 +47,10 @@ type Config struct {
 	Upstreams map[string]Upstream `yaml:"upstreams"`
 	// Routes are matched by host and longest path prefix.
 	Routes []Route `yaml:"routes"`
+	// SelfService names the paths on the proxy listener where a tenant's
+	// own credential reads its usage and files limit increase requests;
+	// they do not count against the quota. Empty paths turn them off.
+	SelfService SelfService `yaml:"self_service"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
 
@@ -147,6 +151,38 @@ type Plan struct {
 	MonthlyRequests int64 `yaml:"monthly_requests"`
 	// Addons maps an add-on name to the requests one unit adds.
 	Addons map[string]int64 `yaml:"addons"`
+	// Rate is a short-window rate limit, e.g. {requests: 10, per: 1s,
+	// burst: 20}, per credential (default) or per tenant (by: tenant).
+	Rate *Rate `yaml:"rate"`
+	// Concurrency caps a tenant's requests in flight on each replica; 0
+	// means no cap.
+	Concurrency int64 `yaml:"concurrency"`
+	// OnStoreUnavailable is what happens while the quota ledger cannot be
+	// reached: "lease" (default: spend what is already reserved, then
+	// refuse), "closed" (refuse at once) or "open" (then admit up to
+	// open_allowance more per replica and outage, counted when the ledger
+	// is back).
+	OnStoreUnavailable string `yaml:"on_store_unavailable"`
+	// OpenAllowance bounds what "open" admits per replica and outage.
+	OpenAllowance int64 `yaml:"open_allowance"`
+	// AutoApproveUpTo grants limit increase requests up to this monthly
+	// limit at once; larger ones wait for an admin. 0: all wait.
+	AutoApproveUpTo int64 `yaml:"auto_approve_up_to"`
+	// Timezone overrides quota.timezone for this plan's periods.
+	Timezone string `yaml:"timezone"`
+
+	// Parsed.
+	Location *time.Location `yaml:"-"`
+}
+
+// Rate is a short-window limit.
+type Rate struct {
+	Requests int64    `yaml:"requests"`
+	Per      Duration `yaml:"per"`
+	// Burst is how many requests may come at once. Default: Requests.
+	Burst int64 `yaml:"burst"`
+	// By is "credential" (default) or "tenant".
+	By string `yaml:"by"`
 }
 
 // Upstream is a backend pool.
@@ -190,6 +226,12 @@ type Route struct {
 	UpstreamName string `yaml:"-"`
 }
 
+// SelfService names the self-service paths.
+type SelfService struct {
+	Usage         string `yaml:"usage"`          // default /_tollgate/usage
+	LimitRequests string `yaml:"limit_requests"` // default /_tollgate/limit-requests
+}
+
 // RouteErrors configures how a route answers errors.
 type RouteErrors struct {
 	// Normalize rewrites upstream error bodies (status ≥ 400) into the
@@ -231,7 +273,8 @@ func Default() *Config {
 			Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential",
 			AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
 		},
-		Quota: Quota{Timezone: "UTC", MaxLease: 100, LeaseIdle: Duration(10 * time.Second)},
+		Quota:       Quota{Timezone: "UTC", MaxLease: 100, LeaseIdle: Duration(10 * time.Second)},
+		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests"},
 		Log:   Log{Level: "info", Access: &access},
 	}
 }
@@ -377,6 +420,53 @@ func (c *Config) validate() []FieldError {
 				add(path+".addons."+a, "size must be positive")
 			}
 		}
+		if r := p.Rate; r != nil {
+			if r.Requests <= 0 {
+				add(path+".rate.requests", "must be positive")
+			}
+			if r.Per <= 0 {
+				add(path+".rate.per", "must be a positive duration")
+			}
+			if r.Burst == 0 {
+				r.Burst = r.Requests
+			}
+			if r.Burst < 0 {
+				add(path+".rate.burst", "must be positive")
+			}
+			switch r.By {
+			case "":
+				r.By = "credential"
+			case "credential", "tenant":
+			default:
+				add(path+".rate.by", "%q: want credential or tenant", r.By)
+			}
+		}
+		if p.Concurrency < 0 {
+			add(path+".concurrency", "must not be negative")
+		}
+		switch p.OnStoreUnavailable {
+		case "":
+			p.OnStoreUnavailable = "lease"
+		case "lease", "closed":
+		case "open":
+			if p.OpenAllowance <= 0 {
+				add(path+".open_allowance", "required and positive with on_store_unavailable: open")
+			}
+		default:
+			add(path+".on_store_unavailable", "%q: want closed, lease or open", p.OnStoreUnavailable)
+		}
+		if p.AutoApproveUpTo < 0 {
+			add(path+".auto_approve_up_to", "must not be negative")
+		}
+		p.Location = c.Location
+		if p.Timezone != "" {
+			if l, err := time.LoadLocation(p.Timezone); err != nil {
+				add(path+".timezone", "%q: unknown time zone", p.Timezone)
+			} else {
+				p.Location = l
+			}
+		}
+		c.Plans[name] = p
 	}
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
@@ -447,6 +537,11 @@ func (c *Config) validate() []FieldError {
 			if c.Routes[j].Host == r.Host && c.Routes[j].PathPrefix == r.PathPrefix {
 				add(path, "duplicates routes[%d] (same host and path_prefix)", j)
 			}
+		}
+	}
+	for path, v := range map[string]string{"self_service.usage": c.SelfService.Usage, "self_service.limit_requests": c.SelfService.LimitRequests} {
+		if v != "" && !strings.HasPrefix(v, "/") {
+			add(path, "%q must start with /", v)
 		}
 	}
 	switch c.Log.Level {

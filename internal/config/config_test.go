@@ -73,7 +73,8 @@ func TestShippedConfigParses(t *testing.T) {
 			if got, want := c.DataDir, "./data"; got != want {
 				t.Errorf("DataDir = %q, want %q", got, want)
 			}
-			if got, want := c.Plans, map[string]Plan{"pro": {MonthlyRequests: 8000, Addons: map[string]int64{"mcal": 8000}}}; !reflect.DeepEqual(got, want) {
+			if got, want := c.Plans, map[string]Plan{"pro": {MonthlyRequests: 8000, Addons: map[string]int64{"mcal": 8000},
+				OnStoreUnavailable: "lease", Location: time.UTC}}; !reflect.DeepEqual(got, want) {
 				t.Errorf("Plans = %+v, want %+v", got, want)
 			}
 			// Left out of the file: the documented defaults.
@@ -127,7 +128,8 @@ func TestShippedConfigParses(t *testing.T) {
 				t.Fatalf("len(Routes) = %d, want %d", got, want)
 			}
 			r := c.Routes[0]
-			wantRoute := Route{PathPrefix: "/", Upstream: "http://127.0.0.1:3000", Auth: []string{AuthAPIKey}, Cost: 1, UpstreamName: "route-0"}
+			wantRoute := Route{PathPrefix: "/", Upstream: "http://127.0.0.1:3000", Auth: []string{AuthAPIKey}, Cost: 1, UpstreamName: "route-0",
+				Errors: RouteErrors{Format: "problems", MaxBody: 64 << 10}, MaxRequestBody: 10 << 20}
 			if !reflect.DeepEqual(r, wantRoute) {
 				t.Errorf("Routes[0] = %+v, want %+v", r, wantRoute)
 			}

@@ -107,3 +107,91 @@ func (tm *TenantMirror) List() []*Tenant {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// LimitRequest is a tenant's request for a higher monthly limit, kept in
+// the limit-requests bucket under its id.
+type LimitRequest struct {
+	ID        string     `json:"id"`
+	Tenant    string     `json:"tenant"`
+	Requested int64      `json:"requested"`
+	Granted   int64      `json:"granted"`
+	Status    string     `json:"status"` // pending, granted, denied
+	Reason    string     `json:"reason,omitempty"`
+	Created   time.Time  `json:"created"`
+	DecidedBy string     `json:"decided_by,omitempty"`
+	DecidedAt *time.Time `json:"decided_at,omitempty"`
+}
+
+// Statuses of a limit request.
+const (
+	RequestPending = "pending"
+	RequestGranted = "granted"
+	RequestDenied  = "denied"
+)
+
+// JSONMirror is an in-memory copy of a bucket of JSON records, kept by
+// Watch.
+type JSONMirror[T any] struct {
+	mu sync.RWMutex // protects m
+	m  map[string]*T
+}
+
+// NewJSONMirror returns an empty mirror.
+func NewJSONMirror[T any]() *JSONMirror[T] { return &JSONMirror[T]{m: map[string]*T{}} }
+
+// Snapshot implements Mirror.
+func (jm *JSONMirror[T]) Snapshot(entries map[string][]byte) {
+	m := make(map[string]*T, len(entries))
+	for k, v := range entries {
+		var t T
+		if json.Unmarshal(v, &t) == nil {
+			m[k] = &t
+		}
+	}
+	jm.mu.Lock()
+	jm.m = m
+	jm.mu.Unlock()
+}
+
+// Update implements Mirror.
+func (jm *JSONMirror[T]) Update(key string, value []byte) {
+	var t *T
+	if value != nil {
+		t = new(T)
+		if json.Unmarshal(value, t) != nil {
+			return
+		}
+	}
+	jm.Set(key, t)
+}
+
+// Set applies a change locally (nil deletes), for reading one's own writes.
+func (jm *JSONMirror[T]) Set(key string, t *T) {
+	jm.mu.Lock()
+	defer jm.mu.Unlock()
+	if t == nil {
+		delete(jm.m, key)
+	} else {
+		jm.m[key] = t
+	}
+}
+
+// Get returns the record under key, or nil. It must not be modified.
+func (jm *JSONMirror[T]) Get(key string) *T {
+	jm.mu.RLock()
+	defer jm.mu.RUnlock()
+	return jm.m[key]
+}
+
+// List returns the records for which keep returns true (all if nil).
+func (jm *JSONMirror[T]) List(keep func(*T) bool) []*T {
+	jm.mu.RLock()
+	defer jm.mu.RUnlock()
+	out := make([]*T, 0, len(jm.m))
+	for _, t := range jm.m {
+		if keep == nil || keep(t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}

@@ -22,10 +22,11 @@ import (
 
 // Bucket and stream names.
 const (
-	BucketTenants = "tollgate_tenants"
-	BucketKeys    = "tollgate_keys"
-	streamLedger  = "TOLLGATE_LEDGER"
-	subjectLedger = "tollgate.ledger"
+	BucketTenants       = "tollgate_tenants"
+	BucketKeys          = "tollgate_keys"
+	BucketLimitRequests = "tollgate_limit_requests"
+	streamLedger        = "TOLLGATE_LEDGER"
+	subjectLedger       = "tollgate.ledger"
 )
 
 // Sentinel errors.
@@ -68,7 +69,9 @@ type Store struct {
 	JS      jetstream.JetStream
 	Tenants jetstream.KeyValue
 	Keys    jetstream.KeyValue
-	Ledger  *Ledger
+	// LimitRequests holds limit increase requests.
+	LimitRequests jetstream.KeyValue
+	Ledger        *Ledger
 
 	server  *server.Server
 	timeout time.Duration
@@ -136,7 +139,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
-	}{{BucketTenants, &s.Tenants}, {BucketKeys, &s.Keys}} {
+	}{{BucketTenants, &s.Tenants}, {BucketKeys, &s.Keys}, {BucketLimitRequests, &s.LimitRequests}} {
 		kv, err := s.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: b.name, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 		})
