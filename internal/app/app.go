@@ -209,7 +209,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	}
 	a.proxy, err = proxy.New(cfg, proxy.Options{
 		VerifyAPIKey: a.verifyAPIKey, Admit: a.admit, Release: a.release, SelfService: a.selfService,
-		Log: a.log.Named("proxy"),
+		Log:    a.log.Named("proxy"),
 		Access: access, Metrics: proxy.NewMetrics(reg),
 	})
 	if err != nil {

@@ -275,7 +275,7 @@ func Default() *Config {
 		},
 		Quota:       Quota{Timezone: "UTC", MaxLease: 100, LeaseIdle: Duration(10 * time.Second)},
 		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests"},
-		Log:   Log{Level: "info", Access: &access},
+		Log:         Log{Level: "info", Access: &access},
 	}
 }
 
