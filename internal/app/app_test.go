@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,4 +225,69 @@ func BenchmarkHotPath(b *testing.B) {
 			})
 		})
 	}
+}
+
+// TestReloadUnderLoad: reloads while requests are in flight drop none.
+func TestReloadUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/config.yaml"
+	r := startApp(t, dir+"/data", func(c *config.Config) { c.File = file })
+	key := r.newKey(t, "acme", "pro")
+	conf := func(cost int, extra string) string {
+		return fmt.Sprintf("listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0, token: %s}\ndata_dir: %s\nnats: {sync_always: false}\nlog: {level: warn}\n"+
+			"plans: {pro: {monthly_requests: 1099511627776}, tiny: {monthly_requests: 5}}\n"+
+			"routes:\n  - {path_prefix: /, upstream: %s, auth: [api_key], cost: %d}\n%s", adminToken, dir+"/data", r.cfg.Routes[0].Upstream, cost, extra)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int64
+	for c := 0; c < 8; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc := &fasthttp.Client{}
+			for i := 0; i < 20000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+				req.SetRequestURI("http://" + r.a.ProxyAddr + "/x")
+				req.Header.Set("X-API-Key", key)
+				if err := hc.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != 200 {
+					failed.Add(1)
+				} else {
+					ok.Add(1)
+				}
+				fasthttp.ReleaseRequest(req)
+				fasthttp.ReleaseResponse(resp)
+			}
+		}()
+	}
+	reloads, refused := 0, 0
+	for i := 0; i < 20; i++ {
+		text := conf(1+i%3, fmt.Sprintf("  - {path_prefix: /extra%d, upstream: %s}\n", i, r.cfg.Routes[0].Upstream))
+		if i%5 == 4 {
+			text = conf(1, "  - {path_prefix: /bad, upstream: 'nope://x'}\n")
+		}
+		if err := writeFile(file, text); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.a.Reload(); err != nil {
+			refused++
+		} else {
+			reloads++
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 || ok.Load() == 0 {
+		t.Errorf("%d requests failed, %d succeeded during %d reloads", failed.Load(), ok.Load(), reloads)
+	}
+	if reloads != 16 || refused != 4 {
+		t.Errorf("%d reloads applied and %d refused, want 16 and 4", reloads, refused)
+	}
+	t.Logf("%d requests, none failed, across %d reloads (%d invalid ones refused)", ok.Load(), reloads, refused)
 }

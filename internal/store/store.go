@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -76,6 +77,9 @@ type Store struct {
 	server  *server.Server
 	timeout time.Duration
 	log     *zap.Logger
+	// up mirrors the connection state for the request path, which must not
+	// take the connection's lock (Connected is called per request).
+	up atomic.Bool
 }
 
 // Open starts the embedded server when o.URL is empty, connects, and
@@ -111,8 +115,15 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.Timeout(o.Timeout),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { o.Log.Warn("nats disconnected", zap.Error(err)) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { o.Log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.up.Store(false)
+			o.Log.Warn("nats disconnected", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.up.Store(true)
+			o.Log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { s.up.Store(false) }),
 	}
 	if o.URL == "" {
 		ns, err := startEmbedded(o)
@@ -130,6 +141,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("store: connect: %w", err)
 	}
 	s.NC = nc
+	s.up.Store(nc.IsConnected())
 	if s.JS, err = jetstream.New(nc); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: jetstream: %w", err)
@@ -200,8 +212,9 @@ func (s *Store) ClientURL() string {
 	return s.server.ClientURL()
 }
 
-// Connected reports whether the connection to NATS is up.
-func (s *Store) Connected() bool { return s.NC != nil && s.NC.IsConnected() }
+// Connected reports whether the connection to NATS is up. It is one
+// atomic load, for the request path.
+func (s *Store) Connected() bool { return s.up.Load() }
 
 // Close drains the connection and stops the embedded server, if any.
 func (s *Store) Close() {

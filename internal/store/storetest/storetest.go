@@ -4,8 +4,12 @@ package storetest
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -52,4 +56,62 @@ func CheckFor(t testing.TB, timeout, every time.Duration, f func() error) {
 		}
 		time.Sleep(every)
 	}
+}
+
+// Server is a standalone nats-server with JetStream on a fixed loopback
+// port, which a test can stop and start again (same port, same store) to
+// play an outage.
+type Server struct {
+	t    testing.TB
+	dir  string
+	port int
+	ns   *server.Server
+}
+
+// StartServer starts a server on a random loopback port.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{t: t, dir: t.TempDir(), port: server.RANDOM_PORT}
+	s.Start()
+	s.port = s.ns.Addr().(*net.TCPAddr).Port
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// URL is the server's client URL.
+func (s *Server) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+
+// Start (re)starts the server.
+func (s *Server) Start() {
+	s.t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: s.port, JetStream: true,
+		StoreDir: s.dir, NoSigs: true, NoLog: true, ServerName: "test"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		s.t.Fatal("nats-server not ready")
+	}
+	s.ns = ns
+}
+
+// Stop shuts the server down.
+func (s *Server) Stop() {
+	if s.ns != nil {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+		s.ns = nil
+	}
+}
+
+// ConnectURL opens a store on an external server, as a replica would.
+func ConnectURL(t testing.TB, url string) *store.Store {
+	t.Helper()
+	c, err := store.Open(context.Background(), store.Options{URL: url, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatalf("storetest: connect: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }

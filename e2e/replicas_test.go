@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const replicaToken = "e2e-admin-token-0123456789abcdef"
+
+// replica writes a config for one tollgate of a group sharing NATS: the
+// first embeds the server and serves it on natsAddr, the others use it.
+func replica(t *testing.T, upstream, natsAddr string, embedded bool) *instance {
+	t.Helper()
+	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
+	in.config = filepath.Join(in.dir, "config.yaml")
+	nats := fmt.Sprintf(`{url: "nats://%s"}`, natsAddr)
+	if embedded {
+		nats = fmt.Sprintf(`{url: "", listen: "%s"}`, natsAddr)
+	}
+	cfg := fmt.Sprintf(`listen: %s
+admin: {listen: %s, token: %s}
+data_dir: %s
+nats: %s
+quota: {max_lease: 50, lease_idle: 2s}
+log: {access: false}
+plans:
+  pro: {monthly_requests: 3000}
+routes:
+  - {path_prefix: /, upstream: http://%s, auth: [api_key]}
+`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), nats, upstream)
+	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// load sends requests with key to the given replicas from clients
+// goroutines until stop says so; it counts 200s.
+func load(ctx context.Context, key string, clients int, targets []*instance, served *atomic.Int64, refused *atomic.Int64, stop func() bool) {
+	var wg sync.WaitGroup
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			target := targets[c%len(targets)]
+			for i := 0; i < 5000 && ctx.Err() == nil && !stop(); i++ {
+				req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+target.proxy+"/x", nil)
+				req.Header.Set("X-API-Key", key)
+				resp, err := hc.Do(req)
+				if err != nil {
+					return // the replica is gone
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case 200:
+					served.Add(1)
+				case 429:
+					refused.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func newTenantKey(t *testing.T, in *instance, tenant string) string {
+	t.Helper()
+	if _, err := in.cli(replicaToken, "tenants", "create", tenant, "--plan", "pro"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := in.cli(replicaToken, "keys", "create", tenant, "--name", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct{ Key string }
+	if err := json.Unmarshal([]byte(out), &k); err != nil {
+		t.Fatal(err)
+	}
+	return k.Key
+}
+
+// TestReplicasShareOneExactQuota runs three tollgate processes on one NATS
+// (embedded in the first): a limit of 3,000 is never exceeded whichever
+// replica serves, and is reached exactly once leases are returned. Then a
+// replica is killed with -9 under load: no over-admission, and what it
+// strands is at most its leases.
+func TestReplicasShareOneExactQuota(t *testing.T) {
+	up := backend(t)
+	natsAddr := freeAddr(t)
+	a := replica(t, up, natsAddr, true)
+	a.start()
+	b, c := replica(t, up, natsAddr, false), replica(t, up, natsAddr, false)
+	b.start()
+	c.start()
+	key := newTenantKey(t, a, "acme")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	var served, refused atomic.Int64
+	load(ctx, key, 48, []*instance{a, b, c}, &served, &refused, func() bool { return refused.Load() >= 600 })
+	during := served.Load()
+	if during > 3000 {
+		t.Fatalf("%d served, over the limit of 3000", during)
+	}
+	// Return every lease (graceful stop), then drain what is left.
+	b.stop(syscall.SIGTERM)
+	c.stop(syscall.SIGTERM)
+	refused.Store(0)
+	load(ctx, key, 4, []*instance{a}, &served, &refused, func() bool { return refused.Load() >= 20 })
+	if got := served.Load(); got != 3000 {
+		t.Errorf("3 replicas: %d served under load, %d after settling; want exactly 3000", during, got)
+	}
+	t.Logf("3 replicas x 16 clients: %d served under load, %d after leases were returned", during, served.Load())
+
+	// kill -9 of a replica holding leases, mid-load.
+	b.start()
+	key2 := newTenantKey(t, a, "beta")
+	var served2, refused2 atomic.Int64
+	var killed atomic.Bool
+	go func() {
+		for ctx.Err() == nil && served2.Load() < 800 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		b.kill()
+		killed.Store(true)
+	}()
+	load(ctx, key2, 32, []*instance{a, b}, &served2, &refused2, func() bool { return killed.Load() && refused2.Load() >= 200 })
+	got := served2.Load()
+	if got > 3000 {
+		t.Errorf("after kill -9: %d served, over the limit", got)
+	}
+	// b held at most two leases of max_lease 50 (one in use, one refill).
+	if got < 3000-100 {
+		t.Errorf("after kill -9: %d served; more than two leases (100) stranded", got)
+	}
+	out, err := a.cli(replicaToken, "usage", "beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u struct{ Used int64 }
+	json.Unmarshal([]byte(out), &u)
+	t.Logf("kill -9 mid-load: %d served of 3000; ledger says %d used (%d stranded by the killed replica)", got, u.Used, u.Used-got)
+	if u.Used < got || u.Used > 3000 {
+		t.Errorf("ledger %d used for %d served", u.Used, got)
+	}
+}
