@@ -122,7 +122,15 @@ type QuotaOptions struct {
 	ReplicaID string
 	// Available reports whether the ledger is reachable. Default: always.
 	Available func() bool
-	Log       *zap.Logger
+	// Leases, when set, records each replica's leases so that tokens a
+	// crashed replica reserved but provably never spent are returned by
+	// the others once its record expires. Without it a crash strands up to
+	// a lease per tenant.
+	Leases LeaseBook
+	// LeaseTTL is how long a lease record lives without being refreshed.
+	// Default 30s.
+	LeaseTTL time.Duration
+	Log      *zap.Logger
 }
 
 // Quotas admits requests against monthly quotas. A replica reserves a
@@ -190,6 +198,8 @@ type tenantState struct {
 	queued    atomic.Bool  // a background refill is queued
 	leaseHint atomic.Int64 // size of the last lease, for the low-water mark
 	refunding atomic.Int64 // tokens of the current period queued for refund
+	granted   atomic.Int64 // tokens this replica holds from the ledger in the period (spent = granted - avail)
+	spentMax  atomic.Int64 // W: the most tokens this replica may spend, as recorded in its lease record
 	policy    atomic.Uint32
 	known     atomic.Bool
 	lim       atomic.Pointer[Limit] // the limit in force, for rate and concurrency
@@ -201,6 +211,8 @@ type tenantState struct {
 	lease     int64     // size of the next reservation
 	leaseAt   time.Time // when the last reservation was granted
 	leaseUsed int64     // tokens granted by the last reservation
+	rev       uint64    // revision of our lease record, 0 when there is none
+	recExp    time.Time // expiry written in our lease record
 }
 
 // NewQuotas returns a manager; call Run to start its background work and
@@ -223,6 +235,9 @@ func NewQuotas(o QuotaOptions) *Quotas {
 	}
 	if o.Available == nil {
 		o.Available = func() bool { return true }
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 30 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
@@ -251,6 +266,9 @@ func (q *Quotas) state(tenant string) *tenantState {
 	if st = sh.m[tenant]; st == nil {
 		st = &tenantState{id: tenant}
 		q.applyLimit(st)
+		if q.o.Leases == nil {
+			st.spentMax.Store(math.MaxInt64)
+		}
 		sh.m[tenant] = st
 	}
 	return st
@@ -362,7 +380,14 @@ func (q *Quotas) Admit(tenant string, cost int64) Decision {
 		return q.decide(st, now, false, ErrUnavailable)
 	}
 	if left := st.avail.Add(-cost); left >= 0 {
-		if left <= st.lowWater() && st.queued.CompareAndSwap(false, true) {
+		// Never spend past the bound recorded in our lease record (read
+		// granted before it changes only upward while avail is raised).
+		spent, bound := st.granted.Load()-left, st.spentMax.Load()
+		if spent > bound {
+			st.avail.Add(cost)
+			return q.slow(st, cost, now)
+		}
+		if (left <= st.lowWater() || spent >= bound-st.step()/2) && st.queued.CompareAndSwap(false, true) {
 			select {
 			case q.refill <- st:
 			default:
@@ -381,6 +406,25 @@ func (q *Quotas) Admit(tenant string, cost int64) Decision {
 // lowWater is the level at which a background refill starts: a quarter of
 // the current lease, so that a steady tenant never waits for the ledger.
 func (st *tenantState) lowWater() int64 { return max(st.leaseHint.Load()/4, 0) }
+
+// takeAvail takes every unspent token of the lease. A plain Swap(0) could
+// catch avail below zero while a request puts back a token it could not
+// use, and so create a token: take only a positive count.
+func (st *tenantState) takeAvail() int64 {
+	for {
+		v := st.avail.Load()
+		if v <= 0 {
+			return 0
+		}
+		if st.avail.CompareAndSwap(v, 0) {
+			return v
+		}
+	}
+}
+
+// step is how far the recorded spending bound moves ahead of spending: half
+// a lease, so that a crash strands at most that many tokens.
+func (st *tenantState) step() int64 { return max(st.leaseHint.Load()/2, 1) }
 
 func (q *Quotas) decide(st *tenantState, now time.Time, ok bool, err error) Decision {
 	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0)}
@@ -402,7 +446,15 @@ func (q *Quotas) slow(st *tenantState, cost int64, now time.Time) Decision {
 	defer st.mu.Unlock()
 	for tries := 0; tries < 3; tries++ {
 		if left := st.avail.Add(-cost); left >= 0 {
-			return q.decide(st, now, true, nil)
+			if st.granted.Load()-left <= st.spentMax.Load() {
+				return q.decide(st, now, true, nil)
+			}
+			st.avail.Add(cost)
+			// Tokens are there but not yet recorded as spendable.
+			if err := q.recordLocked(st, cost); err != nil {
+				return q.unavailable(st, cost, now)
+			}
+			continue
 		}
 		st.avail.Add(cost)
 		if st.exhausted.Load() && now.UnixNano() < st.recheck.Load() {
@@ -498,10 +550,18 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 	// exactly what we may spend.
 	granted := min(max(limit-(total-size), 0), size)
 	if over := size - granted; over > 0 {
-		q.refund(st.id, period, over, st)
+		// Refund at once, not in the background: until it lands, our own
+		// over-reservation would make the next grant smaller than it can be.
+		id := q.msgID()
+		if _, _, err := q.add(st.id, period, -over, id); err != nil {
+			q.enqueue(&ledgerOp{tenant: st.id, period: period, id: id, delta: -over,
+				deadline: q.o.Now().Add(DuplicateWindow - 30*time.Second), st: st})
+			st.refunding.Add(over)
+		}
 		total -= over
 	}
 	st.total.Store(total)
+	st.granted.Add(granted) // before avail: spent = granted - avail never reads low
 	st.avail.Add(granted)
 	now := q.o.Now()
 	if !st.leaseAt.IsZero() && st.leaseUsed > 0 {
@@ -511,7 +571,10 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 		st.lease = int64(min(max(rate*2, 1), float64(q.o.MaxLease), float64(max(st.lease, 1)*4)))
 	}
 	st.leaseAt, st.leaseUsed = now, granted
-	st.leaseHint.Store(granted)
+	if granted > 0 {
+		st.leaseHint.Store(granted)
+		_ = q.recordLocked(st, need) // on failure the new tokens wait for the record
+	}
 	if granted < need {
 		st.exhausted.Store(true)
 		st.recheck.Store(now.Add(time.Second).UnixNano())
@@ -646,9 +709,14 @@ func (q *Quotas) rollover(st *tenantState, now time.Time) {
 	}
 	p := PeriodAt(now, loc, l.Anchor)
 	if old := st.period.Key; old != "" && old != p.Key {
-		q.refund(st.id, old, st.avail.Swap(0), nil)
+		q.giveBackLocked(st, true)
 	}
 	st.period = p
+	st.granted.Store(0)
+	st.rev, st.recExp = 0, time.Time{}
+	if q.o.Leases != nil {
+		st.spentMax.Store(0)
+	}
 	st.total.Store(0)
 	st.exhausted.Store(false)
 	st.lease, st.leaseUsed, st.leaseAt = 0, 0, time.Time{}
@@ -664,21 +732,23 @@ func (q *Quotas) rollover(st *tenantState, now time.Time) {
 // Run refills leases in the background, returns idle leases and retries
 // pending ledger operations until ctx ends.
 func (q *Quotas) Run(ctx context.Context) error {
-	tick := time.NewTicker(max(q.o.LeaseIdle/4, 50*time.Millisecond))
+	tick := time.NewTicker(max(min(q.o.LeaseIdle/4, q.o.LeaseTTL/6), 50*time.Millisecond))
 	defer tick.Stop()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	var nextSweep time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case st := <-q.refill:
 			st.queued.Store(false)
-			if st.avail.Load() <= st.lowWater() && q.o.Available() {
+			if q.o.Available() {
 				st.mu.Lock()
-				if !st.exhausted.Load() {
+				if st.avail.Load() <= st.lowWater() && !st.exhausted.Load() {
 					_, _ = q.reserveLocked(st, 1)
 				}
+				_ = q.recordLocked(st, 1)
 				st.mu.Unlock()
 			}
 		case <-q.kick:
@@ -693,6 +763,11 @@ func (q *Quotas) Run(ctx context.Context) error {
 			q.returnIdle(false)
 			if q.o.Available() {
 				q.settleOpen()
+			}
+			q.heartbeat()
+			if now := q.o.Now(); now.After(nextSweep) {
+				q.sweep()
+				nextSweep = now.Add(q.o.LeaseTTL / 3)
 			}
 		}
 	}
@@ -713,9 +788,165 @@ func (q *Quotas) returnIdle(all bool) {
 				continue
 			}
 			st.mu.Lock()
-			if n := st.avail.Swap(0); n > 0 {
-				st.total.Add(-n)
-				q.refund(st.id, st.period.Key, n, st)
+			q.giveBackLocked(st, all)
+			st.mu.Unlock()
+		}
+		sh.mu.RUnlock()
+	}
+}
+
+// giveBackLocked returns st's unused tokens to the ledger. With a lease
+// book the record is lowered first, so that a sweeper can never return
+// the same tokens again; if that write fails the tokens are kept. final
+// also deletes the record (on Close and at the end of a period). st.mu
+// must be held.
+func (q *Quotas) giveBackLocked(st *tenantState, final bool) {
+	n := st.takeAvail()
+	g := st.granted.Load() - n
+	if q.o.Leases != nil && (n > 0 || final) && st.rev != 0 {
+		rec := LeaseRecord{Reserved: g, SpentMax: min(st.spentMax.Load(), g), Expires: q.o.Now().Add(q.o.LeaseTTL)}
+		if err := q.putRecordLocked(st, rec); err != nil {
+			st.avail.Add(n) // keep them: returning would risk returning twice
+			return
+		}
+	}
+	if n > 0 {
+		st.granted.Store(g)
+		if q.o.Leases != nil && st.spentMax.Load() > g {
+			st.spentMax.Store(g)
+		}
+		st.total.Add(-n)
+		owner := st // Usage discounts tokens on their way back in this period
+		if final {
+			owner = nil
+		}
+		q.refund(st.id, st.period.Key, n, owner)
+	}
+	if final && q.o.Leases != nil && st.rev != 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
+		// The record now says reserved = spending bound: even if this
+		// delete is lost, a sweeper has nothing to return.
+		if q.o.Leases.Delete(ctx, st.id, st.period.Key, q.o.ReplicaID, st.rev) == nil {
+			st.rev = 0
+		}
+		cancel()
+	}
+}
+
+// recordLocked raises the recorded spending bound so that need more
+// tokens may be spent, half a lease ahead, writing the lease record.
+func (q *Quotas) recordLocked(st *tenantState, need int64) error {
+	if q.o.Leases == nil {
+		return nil
+	}
+	g := st.granted.Load()
+	spent := g - st.avail.Load()
+	w := min(g, max(st.spentMax.Load(), spent+need+st.step()))
+	if w == st.spentMax.Load() && st.rev != 0 && q.o.Now().Add(q.o.LeaseTTL/2).Before(st.recExp) {
+		return nil
+	}
+	if err := q.putRecordLocked(st, LeaseRecord{Reserved: g, SpentMax: w, Expires: q.o.Now().Add(q.o.LeaseTTL)}); err != nil {
+		return err
+	}
+	st.spentMax.Store(w)
+	return nil
+}
+
+// putRecordLocked writes st's lease record with compare-and-set. If a
+// sweeper removed it (we were taken for dead), it already returned what
+// the record held beyond its spending bound: those tokens are dropped here
+// before the record is written anew.
+func (q *Quotas) putRecordLocked(st *tenantState, rec LeaseRecord) error {
+	ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
+	defer cancel()
+	for try := 0; try < 2; try++ {
+		q.ops.Add(1)
+		rev, gone, err := q.o.Leases.Put(ctx, st.id, st.period.Key, q.o.ReplicaID, rec, st.rev)
+		if err != nil {
+			return err
+		}
+		if !gone {
+			st.rev, st.recExp = rev, rec.Expires
+			return nil
+		}
+		swept := st.granted.Load() - st.spentMax.Load()
+		q.o.Log.Warn("our lease record was swept; dropping the tokens returned for us",
+			zap.String("tenant", st.id), zap.Int64("tokens", swept))
+		st.avail.Add(-swept)
+		st.granted.Add(-swept)
+		st.total.Add(-swept)
+		st.rev = 0
+		rec.Reserved -= swept
+		rec.SpentMax = min(rec.SpentMax, rec.Reserved)
+	}
+	return errors.New("limiter: lease record keeps vanishing")
+}
+
+// sweep returns, for lease records of other replicas that expired (their
+// replica stopped refreshing them: crashed, or cut off), the tokens above
+// their spending bound. A compare-and-set delete makes one sweeper win.
+func (q *Quotas) sweep() {
+	if q.o.Leases == nil || !q.o.Available() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*q.o.Timeout)
+	defer cancel()
+	expired, err := q.o.Leases.Expired(ctx, q.o.Now())
+	if err != nil {
+		return
+	}
+	for _, e := range expired {
+		if e.Replica == q.o.ReplicaID {
+			continue
+		}
+		won, err := q.o.Leases.Sweep(ctx, e)
+		if err != nil || !won {
+			continue
+		}
+		if n := e.Record.Reserved - e.Record.SpentMax; n > 0 {
+			q.o.Log.Info("returning tokens of an expired lease", zap.String("tenant", e.Tenant),
+				zap.String("replica", e.Replica), zap.Int64("tokens", n))
+			q.enqueue(&ledgerOp{tenant: e.Tenant, period: e.Period, id: "sweep." + e.Replica + "." + e.Tenant + "." + e.Period + "." + strconv.FormatUint(e.Rev, 10),
+				delta: -n, deadline: q.o.Now().Add(DuplicateWindow - 30*time.Second)})
+		}
+	}
+}
+
+// heartbeat refreshes lease records about to expire while their tokens
+// are still held.
+func (q *Quotas) heartbeat() {
+	if q.o.Leases == nil || !q.o.Available() {
+		return
+	}
+	soon := q.o.Now().Add(q.o.LeaseTTL / 2)
+	for i := range q.shards {
+		sh := &q.shards[i]
+		sh.mu.RLock()
+		for _, st := range sh.m {
+			st.mu.Lock()
+			if st.rev != 0 && st.recExp.Before(soon) {
+				_ = q.putRecordLocked(st, LeaseRecord{Reserved: st.granted.Load(), SpentMax: st.spentMax.Load(),
+					Expires: q.o.Now().Add(q.o.LeaseTTL)})
+			}
+			st.mu.Unlock()
+		}
+		sh.mu.RUnlock()
+	}
+}
+
+// finalRecords deletes lease records of tenants whose tokens are all
+// spent or returned.
+func (q *Quotas) finalRecords() {
+	if q.o.Leases == nil {
+		return
+	}
+	for i := range q.shards {
+		sh := &q.shards[i]
+		sh.mu.RLock()
+		for _, st := range sh.m {
+			st.mu.Lock()
+			if st.rev != 0 {
+				q.giveBackLocked(st, true)
 			}
 			st.mu.Unlock()
 		}
@@ -728,6 +959,7 @@ func (q *Quotas) returnIdle(all bool) {
 func (q *Quotas) Close(ctx context.Context) error {
 	q.settleOpen()
 	q.returnIdle(true)
+	q.finalRecords()
 	for {
 		if q.flushPending() {
 			return nil

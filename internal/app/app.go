@@ -154,6 +154,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		Ledger: a.store.Ledger, Limits: a.limits, Now: o.Now, Location: cfg.Location,
 		MaxLease: cfg.Quota.MaxLease, LeaseIdle: cfg.Quota.LeaseIdle.D(), Timeout: cfg.NATS.Timeout.D(),
 		ReplicaID: replica, Available: a.store.Connected, Log: a.log.Named("quota"),
+		Leases: a.store.Leases(), LeaseTTL: cfg.Quota.LeaseTTL.D(),
 	})
 	a.requests = store.NewJSONMirror[store.LimitRequest]()
 	a.tenants = store.NewTenantMirror()

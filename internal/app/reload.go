@@ -83,6 +83,7 @@ func fixedChanges(a, b *config.Config) []string {
 	check("quota.timezone", a.Quota.Timezone, b.Quota.Timezone)
 	check("quota.max_lease", a.Quota.MaxLease, b.Quota.MaxLease)
 	check("quota.lease_idle", a.Quota.LeaseIdle, b.Quota.LeaseIdle)
+	check("quota.lease_ttl", a.Quota.LeaseTTL, b.Quota.LeaseTTL)
 	check("log.access", a.AccessLog(), b.AccessLog())
 	return out
 }

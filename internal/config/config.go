@@ -143,6 +143,10 @@ type Quota struct {
 	// LeaseIdle returns unused tokens of a lease not used for this long.
 	// Default 10s.
 	LeaseIdle Duration `yaml:"lease_idle"`
+	// LeaseTTL is how long a replica's lease record lives unrefreshed;
+	// once it expires (the replica crashed or lost NATS) the others
+	// return what it reserved beyond its recorded spending. Default 30s.
+	LeaseTTL Duration `yaml:"lease_ttl"`
 }
 
 // Plan is a set of limits tenants subscribe to.
@@ -273,7 +277,7 @@ func Default() *Config {
 			Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential",
 			AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
 		},
-		Quota:       Quota{Timezone: "UTC", MaxLease: 100, LeaseIdle: Duration(10 * time.Second)},
+		Quota:       Quota{Timezone: "UTC", MaxLease: 100, LeaseIdle: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
 		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests"},
 		Log:         Log{Level: "info", Access: &access},
 	}
@@ -402,6 +406,9 @@ func (c *Config) validate() []FieldError {
 	}
 	if c.Quota.LeaseIdle <= 0 {
 		add("quota.lease_idle", "must be positive")
+	}
+	if c.Quota.LeaseTTL < Duration(time.Second) {
+		add("quota.lease_ttl", "must be at least 1s")
 	}
 	for _, name := range sortedKeys(c.Plans) {
 		p := c.Plans[name]

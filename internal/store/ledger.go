@@ -28,6 +28,11 @@ type Ledger struct {
 	streams []jetstream.Stream
 }
 
+// ledgerHistory bounds the messages kept per tenant and period: enough to
+// cover the duplicate window at hundreds of ledger operations a minute per
+// tenant, about 200 KB per tenant and period at most.
+const ledgerHistory = 2000
+
 func ledgerStream(i int) string  { return fmt.Sprintf("%s_%d", streamLedger, i) }
 func ledgerSubject(i int) string { return fmt.Sprintf("%s.%d", subjectLedger, i) }
 
@@ -39,10 +44,14 @@ func openLedger(ctx context.Context, js jetstream.JetStream, o Options) (*Ledger
 			Subjects: []string{ledgerSubject(i) + ".>"},
 			Storage:  jetstream.FileStorage,
 			Replicas: o.Replicas,
-			// One message per subject is the counter itself; no global
-			// MaxMsgs/MaxBytes, which would silently reset counters of
-			// other subjects (NATS-NOTES).
-			MaxMsgsPerSubject: 1,
+			// The last message of a subject holds the counter. Earlier
+			// ones are kept (up to a bound) because the server rebuilds
+			// its duplicate window from stored messages when it restarts:
+			// with one message per subject, a retried increment whose
+			// first send was applied just before a restart would be
+			// applied again. No global MaxMsgs/MaxBytes, which would
+			// silently reset counters of other subjects (NATS-NOTES).
+			MaxMsgsPerSubject: ledgerHistory,
 			AllowMsgCounter:   true,
 			AllowDirect:       true,
 			// Retried increments are recognised by message id for this

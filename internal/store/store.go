@@ -26,6 +26,7 @@ const (
 	BucketTenants       = "tollgate_tenants"
 	BucketKeys          = "tollgate_keys"
 	BucketLimitRequests = "tollgate_limit_requests"
+	BucketLeases        = "tollgate_leases"
 	streamLedger        = "TOLLGATE_LEDGER"
 	subjectLedger       = "tollgate.ledger"
 )
@@ -73,6 +74,7 @@ type Store struct {
 	// LimitRequests holds limit increase requests.
 	LimitRequests jetstream.KeyValue
 	Ledger        *Ledger
+	leases        jetstream.KeyValue
 
 	server  *server.Server
 	timeout time.Duration
@@ -151,7 +153,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
-	}{{BucketTenants, &s.Tenants}, {BucketKeys, &s.Keys}, {BucketLimitRequests, &s.LimitRequests}} {
+	}{{BucketTenants, &s.Tenants}, {BucketKeys, &s.Keys}, {BucketLimitRequests, &s.LimitRequests}, {BucketLeases, &s.leases}} {
 		kv, err := s.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: b.name, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 		})

@@ -1,0 +1,91 @@
+package limiter_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store/storetest"
+	"github.com/tollgate/tollgate/limiter"
+)
+
+// TestCrashedReplicaLeaseIsReturned: a replica that dies holding a lease
+// strands at most half a lease; the rest is returned by another replica
+// when the dead one's record expires, and the limit is then reached
+// exactly less what was stranded, never more.
+func TestCrashedReplicaLeaseIsReturned(t *testing.T) {
+	s := storetest.Open(t)
+	c := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	const limit = 1000
+	l := &limits{m: map[string]limiter.Limit{"acme": {Monthly: limit}}}
+	opts := func(name string) limiter.QuotaOptions {
+		return limiter.QuotaOptions{Ledger: s.Ledger, Leases: storetest.Connect(t, s).Leases(), Limits: l.get, Now: c.Now,
+			MaxLease: 100, ReplicaID: name, LeaseIdle: time.Hour, LeaseTTL: 10 * time.Second}
+	}
+	// The victim runs no background loop (so it cannot refresh or return
+	// anything) and spends part of its leases, then "crashes": it is
+	// simply abandoned.
+	victim := limiter.NewQuotas(opts("victim"))
+	ctx := context.Background()
+	period := "2026-11"
+	// Spend until the victim has just taken a large lease (leases grow to
+	// max_lease 100), then crash.
+	spent := 0
+	var reserved int64
+	for i := 0; i < 500; i++ {
+		if !victim.Admit("acme", 1).Allowed {
+			t.Fatalf("victim refused request %d", i)
+		}
+		spent++
+		reserved, _ = s.Ledger.Total(ctx, "acme", period)
+		if reserved-int64(spent) >= 80 {
+			break
+		}
+	}
+	if reserved <= int64(spent) {
+		t.Fatalf("victim reserved %d for %d spent: nothing to strand, the test proves nothing", reserved, spent)
+	}
+
+	recs, err := s.Leases().Expired(ctx, c.Now().Add(time.Hour))
+	if err != nil || len(recs) != 1 || recs[0].Replica != "victim" {
+		t.Fatalf("lease records %+v, %v: want the victim's", recs, err)
+	}
+	rec := recs[0].Record
+	if rec.Reserved != reserved || rec.SpentMax < int64(spent) || rec.SpentMax >= rec.Reserved {
+		t.Fatalf("victim's record %+v for %d reserved and %d spent", rec, reserved, spent)
+	}
+
+	survivor := limiter.NewQuotas(opts("survivor"))
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = survivor.Run(rctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	// Past the record's expiry the survivor sweeps it.
+	c.Set(c.Now().Add(15 * time.Second))
+	storetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if total, _ := s.Ledger.Total(ctx, "acme", period); total != rec.SpentMax {
+			return errString("not swept yet")
+		}
+		return nil
+	})
+	total, _ := s.Ledger.Total(ctx, "acme", period)
+	stranded := total - int64(spent)
+	if stranded < 0 {
+		t.Fatalf("ledger %d below what the victim spent (%d): over-admission", total, spent)
+	}
+	// Half a lease ahead at most.
+	if stranded > 51 {
+		t.Errorf("%d tokens still stranded after the sweep", stranded)
+	}
+	served := 0
+	for survivor.Admit("acme", 1).Allowed {
+		served++
+	}
+	if got := spent + served; got > limit || got < limit-int(stranded) {
+		t.Errorf("victim %d + survivor %d = %d served of %d with %d stranded", spent, served, got, limit, stranded)
+	}
+	t.Logf("victim reserved %d, spent %d and crashed; after the sweep %d stranded; survivor served %d: %d of %d in all",
+		reserved, spent, stranded, served, spent+served, limit)
+}
