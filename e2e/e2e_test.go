@@ -333,6 +333,37 @@ func TestUserPath(t *testing.T) {
 		t.Errorf("after add-on: %d limit %q", r.status, r.header.Get("X-RateLimit-Limit"))
 	}
 
+	// An increase request above the plan's auto_approve_up_to waits for
+	// an admin, who grants less than asked.
+	out, err = in.cli(token, "limit-requests", "create", "acme", "--requested", "9000", "--reason", "year-end")
+	var lr struct{ ID, Status string }
+	if err != nil || json.Unmarshal([]byte(out), &lr) != nil || lr.Status != "pending" {
+		t.Fatalf("limit-requests create: %v %s", err, out)
+	}
+	if out, err = in.cli(token, "limit-requests", "list", "--status", "pending"); err != nil || !strings.Contains(out, lr.ID) {
+		t.Fatalf("pending list: %v %s", err, out)
+	}
+	if out, err = in.cli(token, "limit-requests", "approve", lr.ID, "--granted", "8500"); err != nil || !strings.Contains(out, `"granted": 8500`) {
+		t.Fatalf("approve: %v %s", err, out)
+	}
+	if r = get(t, url, map[string]string{"X-API-Key": key}); r.status != 200 || r.header.Get("X-RateLimit-Limit") != "8500" {
+		t.Errorf("after the grant: %d limit %q", r.status, r.header.Get("X-RateLimit-Limit"))
+	}
+
+	// Regenerating a key: the old one stops working, the new one works.
+	out, err = in.cli(token, "keys", "regenerate", "acme", created.ID)
+	var regen struct{ ID, Key string }
+	if err != nil || json.Unmarshal([]byte(out), &regen) != nil || regen.ID != created.ID || regen.Key == key {
+		t.Fatalf("regenerate: %v %s", err, out)
+	}
+	if r = get(t, url, map[string]string{"X-API-Key": key}); r.status != 401 {
+		t.Errorf("old key after regenerate: %d", r.status)
+	}
+	if r = get(t, url, map[string]string{"X-API-Key": regen.Key}); r.status != 200 {
+		t.Errorf("new key: %d %s", r.status, r.body)
+	}
+	key = regen.Key
+
 	// A deleted key stops working.
 	if _, err := in.cli(token, "keys", "delete", "acme", created.ID); err != nil {
 		t.Fatal(err)

@@ -80,7 +80,6 @@ func New(o Options) *API {
 		writeJSON(w, 200, map[string]any{"ok": true})
 	})
 	m.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
-	m.HandleFunc("GET /{$}", a.page)
 	a.handle("POST /v1/tenants", a.createTenant)
 	a.handle("GET /v1/tenants", a.listTenants)
 	a.handle("GET /v1/tenants/{id}", a.getTenant)

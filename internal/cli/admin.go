@@ -33,6 +33,10 @@ Commands:
   keys delete TENANT KEY_ID
   keys regenerate TENANT KEY_ID       the old key stops working; the new one is shown once
   usage TENANT
+  limit-requests create TENANT --requested N [--reason TEXT]
+  limit-requests list [TENANT] [--status pending|granted|denied]
+  limit-requests approve REQUEST_ID [--granted N]
+  limit-requests deny REQUEST_ID
   reload                              reload the config file of the running tollgate
 `
 
@@ -248,6 +252,47 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 		}
 	case "reload":
 		method, path = "POST", "/v1/reload"
+	case "limit-requests create":
+		if err = need(3, "limit-requests create TENANT --requested N [--reason TEXT]"); err != nil {
+			break
+		}
+		v, ok := a.get("requested")
+		n, perr := strconv.ParseInt(v, 10, 64)
+		if !ok || perr != nil {
+			err = fmt.Errorf("--requested N is required")
+			break
+		}
+		in := map[string]any{"requested": n}
+		if r, ok := a.get("reason"); ok {
+			in["reason"] = r
+		}
+		method, path, body = "POST", "/v1/tenants/"+url.PathEscape(a.pos[2])+"/limit-requests", in
+	case "limit-requests list":
+		q := listQuery(a)
+		if st, ok := a.get("status"); ok {
+			if q == "" {
+				q = "?status=" + url.QueryEscape(st)
+			} else {
+				q += "&status=" + url.QueryEscape(st)
+			}
+		}
+		method, path = "GET", "/v1/limit-requests"+q
+		if len(a.pos) > 2 {
+			path = "/v1/tenants/" + url.PathEscape(a.pos[2]) + "/limit-requests" + q
+		}
+	case "limit-requests approve", "limit-requests deny":
+		if err = need(3, cmd+" REQUEST_ID"); err != nil {
+			break
+		}
+		method, path = "POST", "/v1/limit-requests/"+url.PathEscape(a.pos[2])+"/"+a.pos[1]
+		if g, ok := a.get("granted"); ok {
+			n, perr := strconv.ParseInt(g, 10, 64)
+			if perr != nil {
+				err = fmt.Errorf("--granted %q: want a number", g)
+				break
+			}
+			body = map[string]any{"granted": n}
+		}
 	default:
 		err = fmt.Errorf("unknown command %q\n\n%s", strings.Join(a.pos, " "), adminUsage)
 	}
