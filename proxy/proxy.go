@@ -99,6 +99,9 @@ type Options struct {
 	Access *AccessLog
 	// Metrics, when set, counts requests.
 	Metrics *Metrics
+	// Dial, when set, opens upstream connections instead of TCP (tests
+	// and benchmarks use in-memory listeners).
+	Dial func(addr string) (net.Conn, error)
 }
 
 // Proxy is the request pipeline.
@@ -114,7 +117,7 @@ func New(c *config.Config, o Options) (*Proxy, error) {
 		o.Log = zap.NewNop()
 	}
 	p := &Proxy{o: o, log: o.Log}
-	t, err := compile(c, nil)
+	t, err := compile(c, nil, o.Dial)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +129,7 @@ func New(c *config.Config, o Options) (*Proxy, error) {
 // old one; upstream pools that did not change are kept.
 func (p *Proxy) Update(c *config.Config) error {
 	old := p.tab.Load()
-	t, err := compile(c, old)
+	t, err := compile(c, old, p.o.Dial)
 	if err != nil {
 		return err
 	}

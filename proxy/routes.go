@@ -57,7 +57,7 @@ type upstream struct {
 	tls         *tls.Config
 }
 
-func compile(c *config.Config, old *table) (*table, error) {
+func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) (*table, error) {
 	t := &table{cfg: c, maxBody: int(c.Server.MaxRequestBody),
 		selfUsage: []byte(c.SelfService.Usage), selfReqs: []byte(c.SelfService.LimitRequests)}
 	for _, h := range c.Auth.APIKey.Headers {
@@ -79,7 +79,7 @@ func compile(c *config.Config, old *table) (*table, error) {
 				continue
 			}
 		}
-		ups[name] = newUpstream(name, u)
+		ups[name] = newUpstream(name, u, dial)
 	}
 	for i, r := range c.Routes {
 		up := ups[r.UpstreamName]
@@ -122,7 +122,10 @@ func (t *table) upstreamNamed(name string) *upstream {
 
 func sameUpstream(a, b config.Upstream) bool { return a == b }
 
-func newUpstream(name string, u config.Upstream) *upstream {
+func newUpstream(name string, u config.Upstream, dial func(string) (net.Conn, error)) *upstream {
+	if dial == nil {
+		dial = func(addr string) (net.Conn, error) { return fasthttp.DialTimeout(addr, u.ConnectTimeout.D()) }
+	}
 	connect, rt, wt := u.ConnectTimeout.D(), u.ReadTimeout.D(), u.WriteTimeout.D()
 	hc := &fasthttp.HostClient{
 		Addr:  u.Addr,
@@ -133,7 +136,7 @@ func newUpstream(name string, u config.Upstream) *upstream {
 		// sending for read_timeout fails with 504, one that streams
 		// steadily is never cut.
 		Dial: func(addr string) (net.Conn, error) {
-			c, err := fasthttp.DialTimeout(addr, connect)
+			c, err := dial(addr)
 			if err != nil {
 				return nil, err
 			}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/allocs"
 	"github.com/tollgate/tollgate/internal/app"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/echo"
@@ -290,4 +291,41 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Errorf("%d reloads applied and %d refused, want 16 and 4", reloads, refused)
 	}
 	t.Logf("%d requests, none failed, across %d reloads (%d invalid ones refused)", ok.Load(), reloads, refused)
+}
+
+// TestHotPathAllocatesNothingInTollgate runs the real pieces (API key
+// verification against the credential set, rate limit, quota from a
+// lease, headers, access log) and checks that tollgate's own code makes no
+// allocation per request once warm.
+func TestHotPathAllocatesNothingInTollgate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation sampling is slow")
+	}
+	r := startApp(t, t.TempDir(), func(c *config.Config) {
+		c.Plans["rated"] = config.Plan{MonthlyRequests: 1 << 40, Rate: &config.Rate{Requests: 1 << 30, Per: config.Duration(time.Second)}}
+	})
+	key := r.newKey(t, "acme", "rated")
+	hc := &fasthttp.HostClient{Addr: r.a.ProxyAddr}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	req.SetRequestURI("http://" + r.a.ProxyAddr + "/x")
+	req.Header.Set("X-API-Key", key)
+	run := func(n int) {
+		for i := 0; i < n; i++ {
+			if err := hc.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				t.Fatalf("%v %d %s", err, resp.StatusCode(), resp.Body())
+			}
+		}
+	}
+	run(3000)
+	done := allocs.Sites()
+	run(3000)
+	// Background work (lease refills: one ledger operation per lease)
+	// allocates off the request path; it is small and bounded per lease.
+	sites := done()
+	for site, n := range sites {
+		if n > 100 {
+			t.Errorf("%d allocations in 3000 requests at %s", n, site)
+		}
+	}
+	t.Logf("tollgate allocation sites during 3000 requests (background lease work only): %v", sites)
 }

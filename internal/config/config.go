@@ -138,7 +138,8 @@ type Quota struct {
 	// Timezone of the calendar month. Default UTC.
 	Timezone string `yaml:"timezone"`
 	// MaxLease is the largest number of tokens one replica reserves at a
-	// time for one tenant. Default 100.
+	// time for one tenant. Leases are sized to about two seconds of the
+	// tenant's traffic, so this caps only busy tenants. Default 1000.
 	MaxLease int64 `yaml:"max_lease"`
 	// LeaseIdle returns unused tokens of a lease not used for this long.
 	// Default 10s.
@@ -277,7 +278,7 @@ func Default() *Config {
 			Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential",
 			AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
 		},
-		Quota:       Quota{Timezone: "UTC", MaxLease: 100, LeaseIdle: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
+		Quota:       Quota{Timezone: "UTC", MaxLease: 1000, LeaseIdle: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
 		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests"},
 		Log:         Log{Level: "info", Access: &access},
 	}

@@ -1,0 +1,4 @@
+package proxy
+
+// SetLimitHeaders is setLimitHeaders, for benchmarks.
+var SetLimitHeaders = setLimitHeaders
