@@ -23,6 +23,11 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/echo"
+
+	// The binary is built with "go build" from TestMain, which the test
+	// cache does not see: importing the command's package ties cached
+	// results to every source file it is built from.
+	_ "github.com/tollgate/tollgate/internal/cli"
 )
 
 var binary string

@@ -145,13 +145,14 @@ func newUpstream(name string, u config.Upstream, dial func(string) (net.Conn, er
 		MaxConns:                      u.MaxConns,
 		MaxIdleConnDuration:           u.IdleTimeout.D(),
 		MaxConnWaitTimeout:            connect,
-		StreamResponseBody:            true,
+		StreamResponseBody:            false, // the transport streams large bodies itself
 		NoDefaultUserAgentHeader:      true,
 		DisablePathNormalizing:        true,
 		DisableHeaderNamesNormalizing: false,
 		ReadBufferSize:                8 << 10,
 		WriteBufferSize:               8 << 10,
 	}
+	hc.Transport = newTransport(hc.AcquireConn, hc.ReleaseConn, hc.CloseConn)
 	if hc.IsTLS {
 		host, _, _ := net.SplitHostPort(u.Addr)
 		hc.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
