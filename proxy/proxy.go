@@ -535,12 +535,20 @@ func (l *limitedBody) Read(b []byte) (int, error) {
 // removeHopHeaders deletes hop-by-hop headers and the headers the
 // Connection header names (RFC 9110 §7.6.1), as httputil's
 // removeHopByHopHeaders does. A "Te: trailers" request header is kept, as
-// httputil keeps it, so gRPC-style backends still see it.
-func removeHopHeaders(h interface {
-	PeekBytes([]byte) []byte
-	DelBytes([]byte)
-	SetCanonical([]byte, []byte)
-}) {
+// httputil keeps it, so gRPC-style backends still see it. Most messages
+// carry none of these: one pass over the names finds out, so the deletes
+// (each a scan of its own) are skipped then.
+func removeHopHeaders(h hopHeader) {
+	switch h := h.(type) {
+	case *fasthttp.RequestHeader:
+		if !hasHopRequest(h) {
+			return
+		}
+	case *fasthttp.ResponseHeader:
+		if !hasHopResponse(h) {
+			return
+		}
+	}
 	if c := h.PeekBytes(hConnection); len(c) > 0 && !isPlainConnection(c) {
 		var buf [256]byte
 		n := copy(buf[:], c)
@@ -557,6 +565,41 @@ func removeHopHeaders(h interface {
 	if te {
 		h.SetCanonical(hTE, vTrailers)
 	}
+}
+
+type hopHeader interface {
+	PeekBytes([]byte) []byte
+	DelBytes([]byte)
+	SetCanonical([]byte, []byte)
+}
+
+// hasHopRequest and hasHopResponse are one function per concrete type: a
+// range over an interface's iterator allocates its closure.
+func hasHopRequest(h *fasthttp.RequestHeader) bool {
+	for k := range h.All() {
+		if isHopHeader(k) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasHopResponse(h *fasthttp.ResponseHeader) bool {
+	for k := range h.All() {
+		if isHopHeader(k) {
+			return true
+		}
+	}
+	return false
+}
+
+func isHopHeader(k []byte) bool {
+	for _, name := range hopHeaders {
+		if len(k) == len(name) && bytes.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 func isPlainConnection(v []byte) bool {

@@ -229,23 +229,32 @@ func (t *table) closeUnused(next *table, after time.Duration) {
 	}
 }
 
-// idleConn sets a fresh deadline before every read and write, so its
-// timeouts bound silence, not the length of a transfer.
+// idleConn keeps a deadline ahead of every read and write, so its
+// timeouts bound silence, not the length of a transfer. Setting a deadline
+// costs a timer update: it is renewed only once an eighth of the timeout
+// has passed, so the effective bound lies between 7/8 and all of it.
 type idleConn struct {
 	net.Conn
-	read, write time.Duration
+	read, write       time.Duration
+	readSet, writeSet time.Time
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
 	if c.read > 0 {
-		_ = c.Conn.SetReadDeadline(time.Now().Add(c.read))
+		if now := time.Now(); now.Sub(c.readSet) > c.read/8 {
+			c.readSet = now
+			_ = c.Conn.SetReadDeadline(now.Add(c.read))
+		}
 	}
 	return c.Conn.Read(b)
 }
 
 func (c *idleConn) Write(b []byte) (int, error) {
 	if c.write > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.write))
+		if now := time.Now(); now.Sub(c.writeSet) > c.write/8 {
+			c.writeSet = now
+			_ = c.Conn.SetWriteDeadline(now.Add(c.write))
+		}
 	}
 	return c.Conn.Write(b)
 }
