@@ -451,7 +451,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 			req.SetBodyStream(limited, -1)
 		}
 	}
-	err := up.client.Do(req, &ctx.Response)
+	var err error
+	if cl := req.Header.ContentLength(); up.pipe != nil && (cl == 0 || cl == -2) {
+		err = up.pipe.Do(req, &ctx.Response)
+	} else {
+		err = up.client.Do(req, &ctx.Response)
+	}
 	if err != nil {
 		p.upstreamFailed(ctx, rs, err, limited != nil && limited.over)
 		return
@@ -472,6 +477,8 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error
 		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
 	case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
 		p.fail(ctx, rs, 504, problems.CodeUpstreamTimeout, "", "")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		p.fail(ctx, rs, 502, problems.CodeUpstreamError, "", "the upstream's answer is larger than a pipelined upstream allows (pipeline.max_body)")
 	default:
 		p.log.Debug("upstream failed", zap.String("upstream", rs.route.upstream.name), zap.Error(err))
 		p.fail(ctx, rs, 502, problems.CodeUpstreamUnreachable, "", "")

@@ -237,7 +237,8 @@ func checkProblem(t *testing.T, resp *fasthttp.Response, status int, code proble
 func checkProblemStatus(t *testing.T, resp *fasthttp.Response, status int) problems.Body {
 	t.Helper()
 	if got := resp.StatusCode(); got != status {
-		t.Errorf("status = %d, want %d (body %s)", got, status, resp.Body())
+		b := resp.Body()
+		t.Errorf("status = %d, want %d (body %q)", got, status, b[:min(len(b), 200)])
 	}
 	if ct := string(resp.Header.ContentType()); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)
@@ -246,7 +247,8 @@ func checkProblemStatus(t *testing.T, resp *fasthttp.Response, status int) probl
 	dec := json.NewDecoder(bytes.NewReader(resp.Body()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
-		t.Fatalf("body %q is not a problems body: %v", resp.Body(), err)
+		b := resp.Body()
+		t.Fatalf("body %q (%d bytes) is not a problems body: %v", b[:min(len(b), 200)], len(b), err)
 	}
 	if body.OK || body.Status != status || len(body.Problems) != 1 {
 		t.Fatalf("body = %+v, want ok=false status=%d and one problem", body, status)

@@ -50,6 +50,8 @@ type upstream struct {
 	client *fasthttp.HostClient
 	path   []byte // prefix joined in front of the forwarded path
 	https  bool
+	// pipe, when set, takes bodiless requests pipelined.
+	pipe *fasthttp.PipelineClient
 	// For upgrades, which bypass the HostClient.
 	addr        string
 	connect     time.Duration
@@ -120,7 +122,11 @@ func (t *table) upstreamNamed(name string) *upstream {
 	return nil
 }
 
-func sameUpstream(a, b config.Upstream) bool { return a == b }
+func sameUpstream(a, b config.Upstream) bool {
+	pa, pb := a.Pipeline, b.Pipeline
+	a.Pipeline, b.Pipeline = nil, nil
+	return a == b && (pa == nil) == (pb == nil) && (pa == nil || *pa == *pb)
+}
 
 func newUpstream(name string, u config.Upstream, dial func(string) (net.Conn, error)) *upstream {
 	if dial == nil {
@@ -157,8 +163,18 @@ func newUpstream(name string, u config.Upstream, dial func(string) (net.Conn, er
 		host, _, _ := net.SplitHostPort(u.Addr)
 		hc.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	}
-	return &upstream{name: name, client: hc, path: []byte(u.Path), https: hc.IsTLS, addr: u.Addr,
+	up := &upstream{name: name, client: hc, path: []byte(u.Path), https: hc.IsTLS, addr: u.Addr,
 		connect: connect, readTimeout: rt, tls: hc.TLSConfig}
+	if p := u.Pipeline; p != nil {
+		up.pipe = &fasthttp.PipelineClient{
+			Addr: u.Addr, IsTLS: hc.IsTLS, TLSConfig: hc.TLSConfig, MaxConns: p.Conns,
+			Dial: func(addr string) (net.Conn, error) { return dial(addr) },
+			ReadTimeout: rt, WriteTimeout: wt, MaxIdleConnDuration: u.IdleTimeout.D(),
+			MaxResponseBodySize: int(p.MaxBody), NoDefaultUserAgentHeader: true, DisablePathNormalizing: true,
+			MaxPendingRequests: 4096,
+		}
+	}
+	return up
 }
 
 // match returns the route for host and path, or nil. host is compared

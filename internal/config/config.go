@@ -198,12 +198,27 @@ type Upstream struct {
 	WriteTimeout   Duration `yaml:"write_timeout"`   // default 30s
 	IdleTimeout    Duration `yaml:"idle_timeout"`    // default 60s
 	MaxConns       int      `yaml:"max_conns"`       // default 1024
+	// Pipeline, when set, sends bodiless requests (GET, HEAD, DELETE…)
+	// pipelined over a few connections: the backend reads and answers many
+	// requests per system call. Trade-offs: one slow answer delays those
+	// behind it on its connection, answers are buffered whole (up to
+	// max_body; larger ones fail with 502), and the backend must handle
+	// pipelining correctly. Requests with a body always use the pool.
+	Pipeline *Pipeline `yaml:"pipeline"`
 
 	// Parsed.
 	Scheme string `yaml:"-"`
 	Addr   string `yaml:"-"` // host:port
 	Host   string `yaml:"-"` // Host header value
 	Path   string `yaml:"-"` // path prefix joined in front of the request path
+}
+
+// Pipeline configures HTTP/1.1 pipelining to an upstream.
+type Pipeline struct {
+	// Conns is the number of pipelined connections. Default 4.
+	Conns int `yaml:"conns"`
+	// MaxBody bounds a pipelined answer. Default 1MiB.
+	MaxBody ByteSize `yaml:"max_body"`
 }
 
 // Route maps requests to an upstream and says how they are authenticated.
@@ -595,6 +610,17 @@ func (u *Upstream) parse() string {
 	}
 	if u.MaxConns == 0 {
 		u.MaxConns = 1024
+	}
+	if p := u.Pipeline; p != nil {
+		if p.Conns == 0 {
+			p.Conns = 4
+		}
+		if p.MaxBody == 0 {
+			p.MaxBody = 1 << 20
+		}
+		if p.Conns < 0 || p.MaxBody < 0 {
+			return "pipeline: conns and max_body must be positive"
+		}
 	}
 	return ""
 }
