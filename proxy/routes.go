@@ -168,7 +168,7 @@ func newUpstream(name string, u config.Upstream, dial func(string) (net.Conn, er
 	if p := u.Pipeline; p != nil {
 		up.pipe = &fasthttp.PipelineClient{
 			Addr: u.Addr, IsTLS: hc.IsTLS, TLSConfig: hc.TLSConfig, MaxConns: p.Conns,
-			Dial: func(addr string) (net.Conn, error) { return dial(addr) },
+			Dial:        func(addr string) (net.Conn, error) { return dial(addr) },
 			ReadTimeout: rt, WriteTimeout: wt, MaxIdleConnDuration: u.IdleTimeout.D(),
 			MaxResponseBodySize: int(p.MaxBody), NoDefaultUserAgentHeader: true, DisablePathNormalizing: true,
 			MaxPendingRequests: 4096,
