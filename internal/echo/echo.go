@@ -6,6 +6,8 @@ package echo
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"net"
@@ -38,6 +40,9 @@ func Handler(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(code)
 		ctx.SetContentType("text/plain; charset=utf-8")
 		ctx.SetBodyString("echo: status " + strconv.Itoa(code) + "\n")
+		return
+	case strings.HasPrefix(path, "/error/"):
+		writeError(ctx, strings.TrimPrefix(path, "/error/"))
 		return
 	case strings.HasPrefix(path, "/bytes/"):
 		n, _ := strconv.ParseInt(strings.TrimPrefix(path, "/bytes/"), 10, 64)
@@ -73,6 +78,42 @@ func Handler(ctx *fasthttp.RequestCtx) {
 	enc := json.NewEncoder(ctx)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(r)
+}
+
+// Errors are upstream error answers in the shapes backends use, served
+// at /error/<name> to exercise normalization.
+var Errors = map[string]struct {
+	Status      int
+	ContentType string
+	Body        string
+}{
+	"html":     {502, "text/html", "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"},
+	"errors":   {422, "application/json", `{"errors":[{"field":"email","message":"is invalid"},"name is required"]}`},
+	"problem":  {400, "application/problem+json", `{"type":"about:blank","title":"Bad Request","status":400,"detail":"amount must be positive"}`},
+	"text":     {503, "text/plain", "database is down\n"},
+	"gzip":     {500, "application/json", `{"error":"boom","message":"it broke"}`},
+	"spring":   {404, "application/json", `{"timestamp":"2026-11-23T10:00:00.000+00:00","status":404,"error":"Not Found","path":"/x"}`},
+	"problems": {409, "application/json", `{"ok":false,"status":409,"problems":[{"level":"WARNING","field":"name","message":"taken"}]}`},
+}
+
+func writeError(ctx *fasthttp.RequestCtx, name string) {
+	e, ok := Errors[name]
+	if !ok {
+		ctx.SetStatusCode(404)
+		return
+	}
+	ctx.SetStatusCode(e.Status)
+	ctx.SetContentType(e.ContentType)
+	if name == "gzip" {
+		var b bytes.Buffer
+		w := gzip.NewWriter(&b)
+		_, _ = w.Write([]byte(e.Body))
+		_ = w.Close()
+		ctx.Response.Header.Set("Content-Encoding", "gzip")
+		ctx.SetBody(b.Bytes())
+		return
+	}
+	ctx.SetBodyString(e.Body)
 }
 
 // HeaderNames returns the sorted header names of r, for tests.
