@@ -114,8 +114,12 @@ type QuotaOptions struct {
 	// MaxLease is the most tokens reserved at once. Default 100.
 	MaxLease int64
 	// LeaseIdle returns a lease's unused tokens when it has not been used
-	// for this long. Default 10s.
+	// for this long. Default 30s.
 	LeaseIdle time.Duration
+	// LeaseHorizon sizes leases to this much of a tenant's traffic (up to
+	// MaxLease): longer means fewer ledger operations per request for
+	// quiet tenants, and more tokens held by each replica. Default 10s.
+	LeaseHorizon time.Duration
 	// Timeout bounds one ledger operation. Default 2s.
 	Timeout time.Duration
 	// ReplicaID prefixes message ids; it must be unique per process.
@@ -149,8 +153,9 @@ type Quotas struct {
 	rates  *Rates
 	conc   *Concurrency
 	quit   chan struct{}
-	// ops counts ledger operations, for metrics and the ≤10 per 1000 goal.
-	ops atomic.Int64
+	// ops counts ledger operations, for metrics and the ≤10 per 1000 goal;
+	// recordOps the lease record writes.
+	ops, recordOps atomic.Int64
 
 	flushMu   sync.Mutex // serialises flushPending (Run and Close both flush); taken before pendingMu
 	pendingMu sync.Mutex // protects pending
@@ -228,7 +233,10 @@ func NewQuotas(o QuotaOptions) *Quotas {
 		o.MaxLease = 100
 	}
 	if o.LeaseIdle <= 0 {
-		o.LeaseIdle = 10 * time.Second
+		o.LeaseIdle = 30 * time.Second
+	}
+	if o.LeaseHorizon <= 0 {
+		o.LeaseHorizon = 10 * time.Second
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Second
@@ -252,6 +260,9 @@ func NewQuotas(o QuotaOptions) *Quotas {
 
 // LedgerOps returns the number of ledger operations made so far.
 func (q *Quotas) LedgerOps() int64 { return q.ops.Load() }
+
+// RecordOps returns the number of lease record writes made so far.
+func (q *Quotas) RecordOps() int64 { return q.recordOps.Load() }
 
 func (q *Quotas) state(tenant string) *tenantState {
 	sh := &q.shards[maphash.String(q.seed, tenant)%uint64(len(q.shards))]
@@ -567,10 +578,10 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 	st.avail.Add(granted)
 	now := q.o.Now()
 	if !st.leaseAt.IsZero() && st.leaseUsed > 0 {
-		// Size the next lease to about two seconds of this tenant's rate.
+		// Size the next lease to LeaseHorizon of this tenant's rate.
 		el := max(now.Sub(st.leaseAt), time.Millisecond)
 		rate := float64(st.leaseUsed) / el.Seconds()
-		st.lease = int64(min(max(rate*2, 1), float64(q.o.MaxLease), float64(max(st.lease, 1)*4)))
+		st.lease = int64(min(max(rate*q.o.LeaseHorizon.Seconds(), 1), float64(q.o.MaxLease), float64(max(st.lease, 1)*4)))
 	}
 	st.leaseAt, st.leaseUsed = now, granted
 	if granted > 0 {
@@ -734,33 +745,29 @@ func (q *Quotas) rollover(st *tenantState, now time.Time) {
 // Run refills leases in the background, returns idle leases and retries
 // pending ledger operations until ctx ends.
 func (q *Quotas) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// Refills run on workers of their own: a busy tenant must never wait
+	// behind the bulk work below (returning thousands of idle leases).
+	for i := 0; i < refillWorkers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.refillLoop(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		q.pendingLoop(ctx)
+	}()
 	tick := time.NewTicker(max(min(q.o.LeaseIdle/4, q.o.LeaseTTL/6), 50*time.Millisecond))
 	defer tick.Stop()
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
 	var nextSweep time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case st := <-q.refill:
-			st.queued.Store(false)
-			if q.o.Available() {
-				st.mu.Lock()
-				if st.avail.Load() <= st.lowWater() && !st.exhausted.Load() {
-					_, _ = q.reserveLocked(st, 1)
-				}
-				_ = q.recordLocked(st, 1)
-				st.mu.Unlock()
-			}
-		case <-q.kick:
-			if !q.flushPending() {
-				retry.Reset(500 * time.Millisecond)
-			}
-		case <-retry.C:
-			if !q.flushPending() {
-				retry.Reset(time.Second)
-			}
 		case <-tick.C:
 			q.returnIdle(false)
 			if q.o.Available() {
@@ -771,6 +778,46 @@ func (q *Quotas) Run(ctx context.Context) error {
 				q.sweep()
 				nextSweep = now.Add(q.o.LeaseTTL / 3)
 			}
+		}
+	}
+}
+
+// refillWorkers reserve leases in the background; a few, so that one
+// slow ledger write does not hold up every tenant's refill.
+const refillWorkers = 4
+
+func (q *Quotas) refillLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case st := <-q.refill:
+			st.queued.Store(false)
+			if q.o.Available() {
+				st.mu.Lock()
+				if st.avail.Load() <= st.lowWater() && !st.exhausted.Load() {
+					_, _ = q.reserveLocked(st, 1)
+				}
+				_ = q.recordLocked(st, 1)
+				st.mu.Unlock()
+			}
+		}
+	}
+}
+
+// pendingLoop sends queued ledger operations (refunds, retries).
+func (q *Quotas) pendingLoop(ctx context.Context) {
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.kick:
+		case <-retry.C:
+		}
+		if !q.flushPending() {
+			retry.Reset(500 * time.Millisecond)
 		}
 	}
 }
@@ -862,7 +909,7 @@ func (q *Quotas) putRecordLocked(st *tenantState, rec LeaseRecord) error {
 	ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
 	defer cancel()
 	for try := 0; try < 2; try++ {
-		q.ops.Add(1)
+		q.recordOps.Add(1)
 		rev, gone, err := q.o.Leases.Put(ctx, st.id, st.period.Key, q.o.ReplicaID, rec, st.rev)
 		if err != nil {
 			return err

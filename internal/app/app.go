@@ -152,7 +152,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 
 	a.quotas = limiter.NewQuotas(limiter.QuotaOptions{
 		Ledger: a.store.Ledger, Limits: a.limits, Now: o.Now, Location: cfg.Location,
-		MaxLease: cfg.Quota.MaxLease, LeaseIdle: cfg.Quota.LeaseIdle.D(), Timeout: cfg.NATS.Timeout.D(),
+		MaxLease: cfg.Quota.MaxLease, LeaseIdle: cfg.Quota.LeaseIdle.D(), LeaseHorizon: cfg.Quota.LeaseHorizon.D(),
+		Timeout:   cfg.NATS.Timeout.D(),
 		ReplicaID: replica, Available: a.store.Connected, Log: a.log.Named("quota"),
 		Leases: a.store.Leases(), LeaseTTL: cfg.Quota.LeaseTTL.D(),
 	})
@@ -199,6 +200,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tollgate_ledger_operations_total", Help: "Operations sent to the quota ledger.",
 	}, func() float64 { return float64(a.quotas.LedgerOps()) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tollgate_lease_record_writes_total", Help: "Writes of this replica's lease records.",
+	}, func() float64 { return float64(a.quotas.RecordOps()) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tollgate_credentials", Help: "Credentials held in memory.",
 	}, func() float64 { return float64(a.creds.Len()) }))

@@ -142,8 +142,11 @@ type Quota struct {
 	// tenant's traffic, so this caps only busy tenants. Default 1000.
 	MaxLease int64 `yaml:"max_lease"`
 	// LeaseIdle returns unused tokens of a lease not used for this long.
-	// Default 10s.
+	// Default 30s.
 	LeaseIdle Duration `yaml:"lease_idle"`
+	// LeaseHorizon sizes leases to this much of a tenant's traffic, up to
+	// max_lease. Default 10s.
+	LeaseHorizon Duration `yaml:"lease_horizon"`
 	// LeaseTTL is how long a replica's lease record lives unrefreshed;
 	// once it expires (the replica crashed or lost NATS) the others
 	// return what it reserved beyond its recorded spending. Default 30s.
@@ -293,7 +296,7 @@ func Default() *Config {
 			Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential",
 			AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
 		},
-		Quota:       Quota{Timezone: "UTC", MaxLease: 1000, LeaseIdle: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
+		Quota:       Quota{Timezone: "UTC", MaxLease: 1000, LeaseIdle: Duration(30 * time.Second), LeaseHorizon: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
 		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests"},
 		Log:         Log{Level: "info", Access: &access},
 	}
@@ -422,6 +425,9 @@ func (c *Config) validate() []FieldError {
 	}
 	if c.Quota.LeaseIdle <= 0 {
 		add("quota.lease_idle", "must be positive")
+	}
+	if c.Quota.LeaseHorizon <= 0 {
+		add("quota.lease_horizon", "must be positive")
 	}
 	if c.Quota.LeaseTTL < Duration(time.Second) {
 		add("quota.lease_ttl", "must be at least 1s")
