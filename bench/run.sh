@@ -38,6 +38,8 @@
 #   BENCH_READY_KEYS=1000000             credentials for the readiness timing
 #                                        (0 skips it)
 #   BENCH_SYNC_ALWAYS=true               tollgate's nats.sync_always (its default)
+#   BENCH_PIPELINE=                      N: tollgate's upstream pipelined over N
+#                                        connections (upstreams.*.pipeline)
 #   BENCH_MAX_LEASE=                     tollgate's quota.max_lease (empty: its
 #                                        default, 100)
 #   BENCH_RESULTS=bench/RESULTS.md       where the tables go ("" : nowhere)
@@ -63,6 +65,7 @@ RESULTS=${BENCH_RESULTS-$ROOT/bench/RESULTS.md}
 KEEP=${BENCH_KEEP:-0}
 SYNC_ALWAYS=${BENCH_SYNC_ALWAYS:-true}
 MAX_LEASE=${BENCH_MAX_LEASE:-}
+PIPELINE=${BENCH_PIPELINE:-}
 
 LUA=$ROOT/bench/lua/bench.lua
 ADMIN_TOKEN=tga_bench_$(date +%s)_not_a_secret
@@ -343,8 +346,10 @@ tollgate_config() {
 		log: {access: $5}
 		plans:
 		  bench: {monthly_requests: $PLAN_LIMIT}
+		upstreams:
+		  backend: {url: "http://$BACKEND_ADDR"${PIPELINE:+, pipeline: {conns: $PIPELINE}}}
 		routes:
-		  - {path_prefix: /, upstream: "http://$BACKEND_ADDR", auth: [api_key]}
+		  - {path_prefix: /, upstream: backend, auth: [api_key]}
 	EOF
 }
 
@@ -721,7 +726,7 @@ report_main() {
 		"(\`--latency\`, \`--timeout 5s\`); CPU µs/req = the system's own utime+stime (all its processes, threads included)" \
 		"during the measured run ÷ requests served; backend µs/req the same for the backend behind it; peak RSS = VmHWM at the end" \
 		"(nginx: master + workers; tollgate: includes its embedded NATS). tollgate: plan of $(num "$PLAN_LIMIT" 0) requests/month," \
-		"\`nats.sync_always: $SYNC_ALWAYS\`, \`quota.max_lease: ${MAX_LEASE:-default (1000)}\`; nginx:" \
+		"\`nats.sync_always: $SYNC_ALWAYS\`, \`quota.max_lease: ${MAX_LEASE:-default (1000)}\`${PIPELINE:+, upstream pipelined over $PIPELINE connections}; nginx:" \
 		"upstream \`keepalive 128\`, \`keepalive_requests 1000000\` (client and upstream), access log off."
 	for mode in $MODES; do
 		[[ $(runs "$mode" saturated backend) -gt 0 || $(runs "$mode" saturated tollgate) -gt 0 ]] || continue
