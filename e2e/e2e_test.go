@@ -388,15 +388,7 @@ func TestKill9KeepsCounts(t *testing.T) {
 	in := newInstance(t, backend(t), 100000)
 	in.start()
 	token := tokenRE.FindStringSubmatch(in.logs())[1]
-	if _, err := in.cli(token, "tenants", "create", "acme", "--plan", "pro"); err != nil {
-		t.Fatal(err)
-	}
-	out, err := in.cli(token, "keys", "create", "acme", "--name", "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct{ Key string }
-	_ = json.Unmarshal([]byte(out), &created)
+	created := struct{ Key string }{newTenantKey(t, in, token, "acme")}
 
 	var served int64
 	var mu sync.Mutex
@@ -438,7 +430,7 @@ func TestKill9KeepsCounts(t *testing.T) {
 	in.kill()
 	wg.Wait()
 	in.start()
-	out, err = in.cli(token, "usage", "acme")
+	out, err := in.cli(token, "usage", "acme")
 	if err != nil {
 		t.Fatal(err)
 	}

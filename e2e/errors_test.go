@@ -13,15 +13,7 @@ func TestUpstreamErrorsThroughTheBinary(t *testing.T) {
 	in := newInstance(t, backend(t), 1000)
 	in.start()
 	token := tokenRE.FindStringSubmatch(in.logs())[1]
-	if _, err := in.cli(token, "tenants", "create", "acme", "--plan", "pro"); err != nil {
-		t.Fatal(err)
-	}
-	out, err := in.cli(token, "keys", "create", "acme", "--name", "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct{ Key string }
-	_ = json.Unmarshal([]byte(out), &created)
+	created := struct{ Key string }{newTenantKey(t, in, token, "acme")}
 	type problem struct{ Level, Code, Field, Message string }
 	tests := []struct {
 		name   string

@@ -76,12 +76,14 @@ func load(ctx context.Context, key string, clients int, targets []*instance, ser
 	wg.Wait()
 }
 
-func newTenantKey(t *testing.T, in *instance, tenant string) string {
+// newTenantKey creates tenant on plan pro with one key, through the CLI,
+// and returns the key.
+func newTenantKey(t *testing.T, in *instance, token, tenant string) string {
 	t.Helper()
-	if _, err := in.cli(replicaToken, "tenants", "create", tenant, "--plan", "pro"); err != nil {
+	if _, err := in.cli(token, "tenants", "create", tenant, "--plan", "pro"); err != nil {
 		t.Fatal(err)
 	}
-	out, err := in.cli(replicaToken, "keys", "create", tenant, "--name", "k")
+	out, err := in.cli(token, "keys", "create", tenant, "--name", "k")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +107,7 @@ func TestReplicasShareOneExactQuota(t *testing.T) {
 	b, c := replica(t, up, natsAddr, false), replica(t, up, natsAddr, false)
 	b.start()
 	c.start()
-	key := newTenantKey(t, a, "acme")
+	key := newTenantKey(t, a, replicaToken, "acme")
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 
@@ -127,7 +129,7 @@ func TestReplicasShareOneExactQuota(t *testing.T) {
 
 	// kill -9 of a replica holding leases, mid-load.
 	b.start()
-	key2 := newTenantKey(t, a, "beta")
+	key2 := newTenantKey(t, a, replicaToken, "beta")
 	var served2, refused2 atomic.Int64
 	var killed atomic.Bool
 	go func() {

@@ -83,15 +83,7 @@ func TestStreamsGigabytesInBoundedMemory(t *testing.T) {
 	in.start()
 	binary = saved
 	token := tokenRE.FindStringSubmatch(in.logs())[1]
-	if _, err := in.cli(token, "tenants", "create", "acme", "--plan", "pro"); err != nil {
-		t.Fatal(err)
-	}
-	out, err := in.cli(token, "keys", "create", "acme", "--name", "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct{ Key string }
-	_ = json.Unmarshal([]byte(out), &created)
+	created := struct{ Key string }{newTenantKey(t, in, token, "acme")}
 	pid := in.cmd.Process.Pid
 	base := vmHWM(t, pid)
 

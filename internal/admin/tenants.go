@@ -129,7 +129,7 @@ var tenantOrder = map[string]func(a, b TenantView) bool{
 }
 
 func (a *API) listTenants(w http.ResponseWriter, r *http.Request) error {
-	ts := a.o.Tenants.List()
+	ts := a.o.Tenants.List(nil)
 	views := make([]TenantView, len(ts))
 	for i, t := range ts {
 		views[i] = a.view(t)

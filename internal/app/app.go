@@ -193,7 +193,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 			return errors.New("app: the store did not deliver tenants and keys within 60s")
 		}
 	}
-	log.Info("credential set loaded", zap.Int("credentials", a.creds.Len()), zap.Int("tenants", len(a.tenants.List())))
+	log.Info("credential set loaded", zap.Int("credentials", a.creds.Len()), zap.Int("tenants", a.tenants.Len()))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

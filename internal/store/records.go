@@ -2,7 +2,6 @@ package store
 
 import (
 	"encoding/json"
-	"sort"
 	"sync"
 	"time"
 )
@@ -34,79 +33,10 @@ type Key struct {
 }
 
 // TenantMirror is an in-memory copy of the tenants bucket, kept by Watch.
-type TenantMirror struct {
-	mu sync.RWMutex // protects m
-	m  map[string]*Tenant
-	// OnChange, if set, is called after a tenant changed (or all of them,
-	// with id "", after a snapshot). It runs on the watcher's goroutine.
-	OnChange func(id string)
-}
+type TenantMirror = JSONMirror[Tenant]
 
 // NewTenantMirror returns an empty mirror.
-func NewTenantMirror() *TenantMirror { return &TenantMirror{m: map[string]*Tenant{}} }
-
-// Snapshot implements Mirror.
-func (tm *TenantMirror) Snapshot(entries map[string][]byte) {
-	m := make(map[string]*Tenant, len(entries))
-	for k, v := range entries {
-		var t Tenant
-		if json.Unmarshal(v, &t) == nil {
-			m[k] = &t
-		}
-	}
-	tm.mu.Lock()
-	tm.m = m
-	tm.mu.Unlock()
-	if tm.OnChange != nil {
-		tm.OnChange("")
-	}
-}
-
-// Update implements Mirror.
-func (tm *TenantMirror) Update(key string, value []byte) {
-	var t *Tenant
-	if value != nil {
-		t = new(Tenant)
-		if json.Unmarshal(value, t) != nil {
-			return
-		}
-	}
-	tm.Set(key, t)
-}
-
-// Set applies a change locally: t nil deletes. The admin API calls it
-// after a successful write so its replica reads its own writes.
-func (tm *TenantMirror) Set(id string, t *Tenant) {
-	tm.mu.Lock()
-	if t == nil {
-		delete(tm.m, id)
-	} else {
-		tm.m[id] = t
-	}
-	tm.mu.Unlock()
-	if tm.OnChange != nil {
-		tm.OnChange(id)
-	}
-}
-
-// Get returns the tenant with id, or nil. The result must not be modified.
-func (tm *TenantMirror) Get(id string) *Tenant {
-	tm.mu.RLock()
-	defer tm.mu.RUnlock()
-	return tm.m[id]
-}
-
-// List returns every tenant sorted by id.
-func (tm *TenantMirror) List() []*Tenant {
-	tm.mu.RLock()
-	out := make([]*Tenant, 0, len(tm.m))
-	for _, t := range tm.m {
-		out = append(out, t)
-	}
-	tm.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}
+func NewTenantMirror() *TenantMirror { return NewJSONMirror[Tenant]() }
 
 // LimitRequest is a tenant's request for a higher monthly limit, kept in
 // the limit-requests bucket under its id.
@@ -134,6 +64,10 @@ const (
 type JSONMirror[T any] struct {
 	mu sync.RWMutex // protects m
 	m  map[string]*T
+	// OnChange, if set, is called after a record changed (or all of them,
+	// with key "", after a snapshot). It runs on the caller's goroutine
+	// (the watcher's, or the admin API's after a write).
+	OnChange func(key string)
 }
 
 // NewJSONMirror returns an empty mirror.
@@ -151,6 +85,9 @@ func (jm *JSONMirror[T]) Snapshot(entries map[string][]byte) {
 	jm.mu.Lock()
 	jm.m = m
 	jm.mu.Unlock()
+	if jm.OnChange != nil {
+		jm.OnChange("")
+	}
 }
 
 // Update implements Mirror.
@@ -168,12 +105,22 @@ func (jm *JSONMirror[T]) Update(key string, value []byte) {
 // Set applies a change locally (nil deletes), for reading one's own writes.
 func (jm *JSONMirror[T]) Set(key string, t *T) {
 	jm.mu.Lock()
-	defer jm.mu.Unlock()
 	if t == nil {
 		delete(jm.m, key)
 	} else {
 		jm.m[key] = t
 	}
+	jm.mu.Unlock()
+	if jm.OnChange != nil {
+		jm.OnChange(key)
+	}
+}
+
+// Len returns the number of records.
+func (jm *JSONMirror[T]) Len() int {
+	jm.mu.RLock()
+	defer jm.mu.RUnlock()
+	return len(jm.m)
 }
 
 // Get returns the record under key, or nil. It must not be modified.
