@@ -231,6 +231,7 @@ srv_prefix() { # MODE GO(0/1)
 
 start_backend() { # MODE
 	local port
+	mkdir -p "$WORK/$1"
 	port=$(free_port)
 	BACKEND_ADDR=127.0.0.1:$port
 	# shellcheck disable=SC2046
