@@ -41,7 +41,7 @@
 #   BENCH_PIPELINE=                      N: tollgate's upstream pipelined over N
 #                                        connections (upstreams.*.pipeline)
 #   BENCH_MAX_LEASE=                     tollgate's quota.max_lease (empty: its
-#                                        default, 100)
+#                                        default, DEFAULT_MAX_LEASE below)
 #   BENCH_RESULTS=bench/RESULTS.md       where the tables go ("" : nowhere)
 #   BENCH_KEEP=0                         1 keeps the work dir (logs, wrk output)
 set -euo pipefail
@@ -65,6 +65,9 @@ RESULTS=${BENCH_RESULTS-$ROOT/bench/RESULTS.md}
 KEEP=${BENCH_KEEP:-0}
 SYNC_ALWAYS=${BENCH_SYNC_ALWAYS:-true}
 MAX_LEASE=${BENCH_MAX_LEASE:-}
+# tollgate's default quota.max_lease (internal/config/config.go); only used
+# to bound the quota check and to label the tables.
+DEFAULT_MAX_LEASE=1000
 PIPELINE=${BENCH_PIPELINE:-}
 
 LUA=$ROOT/bench/lua/bench.lua
@@ -335,7 +338,8 @@ start_nginx() { # MODE KIND
 
 # tollgate_config FILE DATA_DIR LISTEN ADMIN ACCESS(true/false) SYNC(true/false) [NATS_LISTEN]
 tollgate_config() {
-	local nats="{}"
+	local nats="{}" upstream="{url: \"http://$BACKEND_ADDR\"}"
+	[[ -z $PIPELINE ]] || upstream="{url: \"http://$BACKEND_ADDR\", pipeline: {conns: $PIPELINE}}"
 	[[ -n ${7:-} ]] && nats="{listen: \"$7\", sync_always: $6}" || nats="{sync_always: $6}"
 	cat >"$1" <<-EOF
 		# written by bench/run.sh
@@ -348,7 +352,7 @@ tollgate_config() {
 		plans:
 		  bench: {monthly_requests: $PLAN_LIMIT}
 		upstreams:
-		  backend: {url: "http://$BACKEND_ADDR"${PIPELINE:+, pipeline: {conns: $PIPELINE}}}
+		  backend: $upstream
 		routes:
 		  - {path_prefix: /, upstream: backend, auth: [api_key]}
 	EOF
@@ -399,7 +403,7 @@ setup_tollgate() {
 	grep -qi '^X-RateLimit-Limit: ' <<<"$hdrs" || die "$name: no X-RateLimit-Limit header"
 	[[ $(curl -s -o /dev/null -w '%{http_code}' "${URL[$name]}") == 401 ]] || die "$name: no 401 without a key"
 	SERVED[$name]=1
-	SLACK[$name]=${MAX_LEASE:-100}
+	SLACK[$name]=${MAX_LEASE:-$DEFAULT_MAX_LEASE}
 }
 
 # ---------------------------------------------------------------- measuring
@@ -727,7 +731,7 @@ report_main() {
 		"(\`--latency\`, \`--timeout 5s\`); CPU µs/req = the system's own utime+stime (all its processes, threads included)" \
 		"during the measured run ÷ requests served; backend µs/req the same for the backend behind it; peak RSS = VmHWM at the end" \
 		"(nginx: master + workers; tollgate: includes its embedded NATS). tollgate: plan of $(num "$PLAN_LIMIT" 0) requests/month," \
-		"\`nats.sync_always: $SYNC_ALWAYS\`, \`quota.max_lease: ${MAX_LEASE:-default (1000)}\`${PIPELINE:+, upstream pipelined over $PIPELINE connections}; nginx:" \
+		"\`nats.sync_always: $SYNC_ALWAYS\`, \`quota.max_lease: ${MAX_LEASE:-$DEFAULT_MAX_LEASE (default)}\`${PIPELINE:+, upstream pipelined over $PIPELINE connections}; nginx:" \
 		"upstream \`keepalive 128\`, \`keepalive_requests 1000000\` (client and upstream), access log off."
 	for mode in $MODES; do
 		[[ $(runs "$mode" saturated backend) -gt 0 || $(runs "$mode" saturated tollgate) -gt 0 ]] || continue
@@ -802,7 +806,7 @@ report_scale() {
 	echo "Host and method as above (mode: $mode; $CONNS connections; median of $ROUNDS rounds, interleaved). The store holds" \
 		"$(num "$(tail -n1 <<<"$(tr ' ' '\n' <<<"$SCALE_TENANTS" | sort -n)")" 0) tenants, one key each; every measurement runs on a fresh" \
 		"tollgate started on a copy of that store (so no run inherits the leases of another) and stopped after it;" \
-		"\`nats.sync_always: $SYNC_ALWAYS\`, \`quota.max_lease: ${MAX_LEASE:-default}\`. wrk's Lua script sends every request with" \
+		"\`nats.sync_always: $SYNC_ALWAYS\`, \`quota.max_lease: ${MAX_LEASE:-$DEFAULT_MAX_LEASE (default)}\`${PIPELINE:+, upstream pipelined over $PIPELINE connections}. wrk's Lua script sends every request with" \
 		"the next key of a list of N keys of N different tenants, so N tenants are active at once. Ledger ops/s:" \
 		"\`tollgate_ledger_operations_total\` during the measured run (what it counts is tollgate's definition). Stop: SIGTERM" \
 		"to exit right after the run (drain, unused leases returned)."
