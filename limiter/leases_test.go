@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -88,4 +89,52 @@ func TestCrashedReplicaLeaseIsReturned(t *testing.T) {
 	}
 	t.Logf("victim reserved %d, spent %d and crashed; after the sweep %d stranded; survivor served %d: %d of %d in all",
 		reserved, spent, stranded, served, spent+served, limit)
+}
+
+// TestIdleTenantsStopWritingRecords: once a tenant's lease is spent or
+// returned, its record is deleted rather than refreshed forever (the
+// harness saw ~600 record writes/s long after traffic stopped).
+func TestIdleTenantsStopWritingRecords(t *testing.T) {
+	s := storetest.Open(t)
+	c := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	l := &limits{m: map[string]limiter.Limit{}}
+	for i := 0; i < 50; i++ {
+		l.set(fmt.Sprintf("t%d", i), limiter.Limit{Monthly: 1000})
+	}
+	q := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Leases: s.Leases(), Limits: l.get, Now: c.Now,
+		MaxLease: 100, ReplicaID: "r", LeaseIdle: 2 * time.Second, LeaseTTL: 6 * time.Second})
+	for i := 0; i < 50; i++ {
+		if !q.Admit(fmt.Sprintf("t%d", i), 1).Allowed {
+			t.Fatal("refused")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = q.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	// Time passes with no traffic: leases go idle and are returned, and
+	// the records must go away.
+	for step := 0; step < 20; step++ {
+		c.Set(c.Now().Add(time.Second))
+		time.Sleep(60 * time.Millisecond)
+	}
+	storetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		recs, err := s.Leases().Expired(context.Background(), c.Now().Add(time.Hour))
+		if err != nil {
+			return err
+		}
+		if len(recs) != 0 {
+			c.Set(c.Now().Add(time.Second))
+			return fmt.Errorf("%d records left", len(recs))
+		}
+		return nil
+	})
+	before := q.RecordOps()
+	for step := 0; step < 10; step++ {
+		c.Set(c.Now().Add(time.Second))
+		time.Sleep(60 * time.Millisecond)
+	}
+	if n := q.RecordOps() - before; n != 0 {
+		t.Errorf("%d record writes for idle tenants, want none", n)
+	}
 }

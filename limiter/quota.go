@@ -973,7 +973,17 @@ func (q *Quotas) heartbeat() {
 		sh.mu.RLock()
 		for _, st := range sh.m {
 			st.mu.Lock()
-			if st.rev != 0 && st.recExp.Before(soon) {
+			switch {
+			case st.rev == 0 || !st.recExp.Before(soon):
+			case st.avail.Load() <= 0 && st.spentMax.Load() >= st.granted.Load():
+				// Every token held is spent: the record protects nothing.
+				// Delete it instead of refreshing it forever.
+				ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
+				if q.o.Leases.Delete(ctx, st.id, st.period.Key, q.o.ReplicaID, st.rev) == nil {
+					st.rev, st.recExp = 0, time.Time{}
+				}
+				cancel()
+			default:
 				_ = q.putRecordLocked(st, LeaseRecord{Reserved: st.granted.Load(), SpentMax: st.spentMax.Load(),
 					Expires: q.o.Now().Add(q.o.LeaseTTL)})
 			}
