@@ -366,9 +366,6 @@ func (q *Quotas) AdmitRequest(tenant, credential string, cost int64) Decision {
 	return d
 }
 
-// LimitOf returns the limits in force for tenant.
-func (q *Quotas) LimitOf(tenant string) Limit { return *q.state(tenant).lim.Load() }
-
 // Release returns the concurrency slot of an admitted request.
 func (q *Quotas) Release(tenant string) { q.conc.Release(tenant) }
 

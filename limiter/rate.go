@@ -22,6 +22,9 @@ type RateDecision struct {
 	Allowed bool
 	// Limit is Burst: the most requests allowed at once.
 	Limit int64
+	// Window is the rate's period in whole seconds (at least 1), for the
+	// RateLimit-Policy header.
+	Window int64
 	// Remaining is how many more requests would be allowed right now.
 	Remaining int64
 	// Reset is how long until the bucket is full again, rounded up to
@@ -88,6 +91,7 @@ func (r *Rates) Allow(key string, rate Rate, cost int64) RateDecision {
 	emission := max(int64(rate.Per)/rate.Requests, 1) // nanoseconds per request
 	tolerance := emission * (burst - 1)
 	g := r.state(key)
+	window := max(int64(rate.Per/time.Second), 1)
 	now := r.now().UnixNano()
 	for {
 		tat := g.tat.Load()
@@ -96,12 +100,12 @@ func (r *Rates) Allow(key string, rate Rate, cost int64) RateDecision {
 		if ahead := next - now - emission; ahead > tolerance {
 			// Refused: the bucket stays as it is.
 			wait := ahead - tolerance
-			return RateDecision{Limit: burst, Remaining: 0,
+			return RateDecision{Limit: burst, Window: window, Remaining: 0,
 				Reset: ceilSec(base - now), RetryAfter: max(ceilSec(wait), 1)}
 		}
 		if g.tat.CompareAndSwap(tat, next) {
 			left := (tolerance - (next - now - emission)) / emission
-			return RateDecision{Allowed: true, Limit: burst, Remaining: max(left, 0), Reset: ceilSec(next - now)}
+			return RateDecision{Allowed: true, Limit: burst, Window: window, Remaining: max(left, 0), Reset: ceilSec(next - now)}
 		}
 	}
 }

@@ -24,7 +24,7 @@ func TestGCRA(t *testing.T) {
 	}
 	// 100ms later one more request fits (10 per second).
 	now = now.Add(100 * time.Millisecond)
-	if d := r.Allow("k", rate, 1); !d.Allowed || d.Remaining != 0 {
+	if d := r.Allow("k", rate, 1); !d.Allowed || d.Remaining != 0 || d.Window != 1 {
 		t.Fatalf("after 100ms: %+v, want allowed with 0 remaining", d)
 	}
 	if d := r.Allow("k", rate, 1); d.Allowed {

@@ -308,8 +308,7 @@ func (a *App) admit(id proxy.Identity, cost int64) proxy.Decision {
 		pd.Refusal = proxy.RefusedConcurrency
 	}
 	if d.HasRate {
-		l := a.quotas.LimitOf(id.Tenant)
-		pd.Rate = proxy.Rate{Set: true, Limit: d.Rate.Limit, Window: max(int64(l.Rate.Per/time.Second), 1),
+		pd.Rate = proxy.Rate{Set: true, Limit: d.Rate.Limit, Window: d.Rate.Window,
 			Remaining: d.Rate.Remaining, Reset: d.Rate.Reset, RetryAfter: d.Rate.RetryAfter}
 	}
 	return pd
