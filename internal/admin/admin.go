@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +47,8 @@ type Options struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	Log *zap.Logger
+	// Pprof serves net/http/pprof under /debug/pprof/, behind the token.
+	Pprof bool
 	// Extra registers more routes on the mux (reload, limit requests).
 	Extra func(mux *http.ServeMux, a *API)
 }
@@ -96,6 +99,9 @@ func New(o Options) *API {
 	a.handle("GET /v1/limit-requests/{req}", a.getLimitRequest)
 	a.handle("POST /v1/limit-requests/{req}/approve", a.decide(true))
 	a.handle("POST /v1/limit-requests/{req}/deny", a.decide(false))
+	if o.Pprof {
+		a.servePprof()
+	}
 	if o.Extra != nil {
 		o.Extra(m, a)
 	}
@@ -268,3 +274,18 @@ func Paginate[T any](r *http.Request, items []T, def string, less map[string]fun
 
 // Digest returns the SHA-256 of an admin token.
 func Digest(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+
+// servePprof registers Go's profiles (net/http/pprof) behind the admin
+// token: a CPU profile of a live replica under load is how hot-path costs
+// are found (go tool pprof -http : 'http://admin/debug/pprof/profile?seconds=10'
+// with the header Authorization: Bearer <token>).
+func (a *API) servePprof() {
+	wrap := func(h http.HandlerFunc) HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) error { h(w, r); return nil }
+	}
+	a.Handle("GET /debug/pprof/", wrap(pprof.Index))
+	a.Handle("GET /debug/pprof/cmdline", wrap(pprof.Cmdline))
+	a.Handle("GET /debug/pprof/profile", wrap(pprof.Profile))
+	a.Handle("GET /debug/pprof/symbol", wrap(pprof.Symbol))
+	a.Handle("GET /debug/pprof/trace", wrap(pprof.Trace))
+}

@@ -224,7 +224,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	a.adminAPI = admin.New(admin.Options{
 		Store: a.store, Tenants: a.tenants, LimitRequests: a.requests, Credentials: a.creds, Usage: a.quotas.Usage,
 		Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
-		Log: a.log.Named("admin"), Extra: a.adminExtra,
+		Log: a.log.Named("admin"), Extra: a.adminExtra, Pprof: cfg.Admin.Pprof,
 	})
 	adm := &http.Server{Handler: a.adminAPI, ReadHeaderTimeout: 10 * time.Second}
 

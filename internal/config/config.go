@@ -68,6 +68,9 @@ type Admin struct {
 	// Token is the admin bearer token. When empty, serve generates one on
 	// first start, stores its digest in the data dir and prints it once.
 	Token string `yaml:"token"`
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the admin
+	// listener, behind the admin token. Off by default.
+	Pprof bool `yaml:"pprof"`
 }
 
 // NATS selects where data and the quota ledger live.
