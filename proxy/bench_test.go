@@ -14,8 +14,14 @@ import (
 // BenchmarkHandler runs the whole proxy handler over in-memory listeners:
 // a fasthttp client, the proxy with a known key and a tenant far from its
 // limit, and a fasthttp backend answering a fixed 200-byte JSON body.
-// allocs/op counts all three.
+// allocs/op counts all three. "pipelined" sends the upstream requests
+// over two pipelined connections (upstreams.*.pipeline).
 func BenchmarkHandler(b *testing.B) {
+	b.Run("pool", func(b *testing.B) { benchmarkHandler(b, false) })
+	b.Run("pipelined", func(b *testing.B) { benchmarkHandler(b, true) })
+}
+
+func benchmarkHandler(b *testing.B, pipelined bool) {
 	beLn := fasthttputil.NewInmemoryListener()
 	body := []byte(`{"id":12345,"name":"tollgate benchmark","items":[1,2,3,4,5,6,7,8,9,10],"status":"ok","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)
 	be := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
@@ -28,6 +34,10 @@ func BenchmarkHandler(b *testing.B) {
 	c := config.Default()
 	c.Log.Access = new(bool)
 	c.Routes = []config.Route{{PathPrefix: "/", Upstream: "http://backend:80", Auth: []string{"api_key"}}}
+	if pipelined {
+		c.Upstreams = map[string]config.Upstream{"be": {URL: "http://backend:80", Pipeline: &config.Pipeline{Conns: 2}}}
+		c.Routes[0].Upstream = "be"
+	}
 	if err := config.Validate(c); err != nil {
 		b.Fatal(err)
 	}

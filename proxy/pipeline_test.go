@@ -2,9 +2,12 @@ package proxy_test
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/problems"
@@ -56,5 +59,155 @@ func TestPipelinedUpstream(t *testing.T) {
 	r := h.raw(t, "POST /p/body HTTP/1.1\r\nHost: x\r\nX-API-Key: "+goodKey+"\r\nContent-Length: 3\r\n\r\nabc")
 	if r.StatusCode() != 200 || string(r.Body()) != "echo /body" {
 		t.Errorf("POST through a pipelined upstream: %d %q", r.StatusCode(), r.Body())
+	}
+}
+
+// A pipelined upstream that stops answering fails with 504 after its
+// read_timeout (the deadline is renewed lazily, not per request), and the
+// requests queued behind it are not left waiting.
+func TestPipelinedUpstreamTimeout(t *testing.T) {
+	be := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/slow" {
+			time.Sleep(time.Second)
+		}
+		ctx.SetBodyString("ok")
+	})
+	h := start(t, func(c *config.Config) {
+		c.Upstreams["piped"] = config.Upstream{URL: "http://" + be.addr, ReadTimeout: config.Duration(200 * time.Millisecond),
+			Pipeline: &config.Pipeline{Conns: 1}}
+		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+	}, proxy.Options{})
+	if resp := h.do(t, "GET", "/p/fast", map[string]string{"X-API-Key": goodKey}); resp.StatusCode() != 200 {
+		t.Fatalf("fast request: %d", resp.StatusCode())
+	}
+	start := time.Now()
+	resp := h.do(t, "GET", "/p/slow", map[string]string{"X-API-Key": goodKey})
+	checkProblem(t, resp, 504, problems.CodeUpstreamTimeout)
+	if el := time.Since(start); el > 900*time.Millisecond {
+		t.Errorf("504 after %v, want about the 200ms read_timeout", el)
+	}
+	// The connection was replaced: the next request is served.
+	time.Sleep(time.Second)
+	if resp := h.do(t, "GET", "/p/fast", map[string]string{"X-API-Key": goodKey}); resp.StatusCode() != 200 {
+		t.Errorf("after the timeout: %d", resp.StatusCode())
+	}
+}
+
+// Upstreams close idle keep-alive connections on their own schedule (Node
+// after 5 s, for instance). A GET sent on a connection the upstream has
+// closed is retried on a new one; answers with "Connection: close" end the
+// connection without failing the requests queued behind them.
+func TestPipelinedUpstreamClosesConnections(t *testing.T) {
+	var n atomic.Int64
+	be := &fasthttp.Server{IdleTimeout: 100 * time.Millisecond, Handler: func(ctx *fasthttp.RequestCtx) {
+		if n.Add(1)%7 == 0 {
+			ctx.SetConnectionClose()
+		}
+		ctx.SetBodyString("echo " + string(ctx.RequestURI()))
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go be.Serve(ln)
+	t.Cleanup(func() { _ = be.Shutdown() })
+	h := start(t, func(c *config.Config) {
+		c.Upstreams["piped"] = config.Upstream{URL: "http://" + ln.Addr().String(), Pipeline: &config.Pipeline{Conns: 2}}
+		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+	}, proxy.Options{})
+	get := func(uri string) {
+		t.Helper()
+		resp := h.do(t, "GET", "/p"+uri, map[string]string{"X-API-Key": goodKey})
+		if resp.StatusCode() != 200 || string(resp.Body()) != "echo "+uri {
+			t.Errorf("GET %s: %d %q", uri, resp.StatusCode(), resp.Body())
+		}
+	}
+	for round := 0; round < 3; round++ {
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 20; i++ {
+					get(fmt.Sprintf("/r%d/w%d/%d", round, w, i))
+				}
+			}()
+		}
+		wg.Wait()
+		// Long enough for the upstream to close both idle connections.
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// HEAD answers carry no body whatever their Content-Length says: the
+// answer after one on the same connection is read as its own.
+func TestPipelinedUpstreamHead(t *testing.T) {
+	be := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetBodyString("echo " + string(ctx.RequestURI()))
+	})
+	h := start(t, func(c *config.Config) {
+		c.Upstreams["piped"] = config.Upstream{URL: "http://" + be.addr, Pipeline: &config.Pipeline{Conns: 1}}
+		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+	}, proxy.Options{})
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				uri := fmt.Sprintf("/w%d/%d", w, i)
+				method := "GET"
+				if i%2 == 0 {
+					method = "HEAD"
+				}
+				resp := h.do(t, method, "/p"+uri, map[string]string{"X-API-Key": goodKey})
+				want := "echo " + uri
+				if method == "HEAD" {
+					want = ""
+				}
+				if resp.StatusCode() != 200 || string(resp.Body()) != want {
+					t.Errorf("%s %s: %d %q, want %q", method, uri, resp.StatusCode(), resp.Body(), want)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// A client's "Connection: close" closes the client's connection, not the
+// pipelined upstream connection other clients share.
+func TestPipelinedClientConnectionClose(t *testing.T) {
+	var conns atomic.Int64
+	be := &fasthttp.Server{
+		ConnState: func(_ net.Conn, s fasthttp.ConnState) {
+			if s == fasthttp.StateNew {
+				conns.Add(1)
+			}
+		},
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			if ctx.Request.Header.ConnectionClose() {
+				ctx.SetStatusCode(500)
+			}
+			ctx.SetBodyString("ok")
+		},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go be.Serve(ln)
+	t.Cleanup(func() { _ = be.Shutdown() })
+	h := start(t, func(c *config.Config) {
+		c.Upstreams["piped"] = config.Upstream{URL: "http://" + ln.Addr().String(), Pipeline: &config.Pipeline{Conns: 1}}
+		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+	}, proxy.Options{})
+	for i := 0; i < 5; i++ {
+		r := h.raw(t, "GET /p/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: "+goodKey+"\r\n\r\n")
+		if r.StatusCode() != 200 || !r.ConnectionClose() {
+			t.Errorf("request %d: %d, connection close %v", i, r.StatusCode(), r.ConnectionClose())
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the upstream saw %d connections, want the one pipelined connection", n)
 	}
 }

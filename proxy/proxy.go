@@ -477,6 +477,10 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error
 		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
 	case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
 		p.fail(ctx, rs, 504, problems.CodeUpstreamTimeout, "", "")
+	case errors.Is(err, errPipelineFull):
+		p.fail(ctx, rs, 503, problems.CodeUpstreamError, "", "too many requests are queued for the upstream")
+	case errors.Is(err, errPipelineFull):
+		p.fail(ctx, rs, 503, problems.CodeUpstreamError, "", "too many requests are queued for the upstream")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		p.fail(ctx, rs, 502, problems.CodeUpstreamError, "", "the upstream's answer is larger than a pipelined upstream allows (pipeline.max_body)")
 	default:

@@ -206,6 +206,7 @@ func (h *harness) raw(t *testing.T, req string) *fasthttp.Response {
 		t.Fatal(err)
 	}
 	resp := fasthttp.AcquireResponse()
+	resp.SkipBody = strings.HasPrefix(req, "HEAD ")
 	if err := resp.Read(bufio.NewReader(conn)); err != nil {
 		t.Fatalf("reading response to %q: %v", req[:min(len(req), 40)], err)
 	}

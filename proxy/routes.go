@@ -51,7 +51,7 @@ type upstream struct {
 	path   []byte // prefix joined in front of the forwarded path
 	https  bool
 	// pipe, when set, takes bodiless requests pipelined.
-	pipe *fasthttp.PipelineClient
+	pipe *pipeline
 	// For upgrades, which bypass the HostClient.
 	addr        string
 	connect     time.Duration
@@ -166,13 +166,7 @@ func newUpstream(name string, u config.Upstream, dial func(string) (net.Conn, er
 	up := &upstream{name: name, client: hc, path: []byte(u.Path), https: hc.IsTLS, addr: u.Addr,
 		connect: connect, readTimeout: rt, tls: hc.TLSConfig}
 	if p := u.Pipeline; p != nil {
-		up.pipe = &fasthttp.PipelineClient{
-			Addr: u.Addr, IsTLS: hc.IsTLS, TLSConfig: hc.TLSConfig, MaxConns: p.Conns,
-			Dial:        func(addr string) (net.Conn, error) { return dial(addr) },
-			ReadTimeout: rt, WriteTimeout: wt, MaxIdleConnDuration: u.IdleTimeout.D(),
-			MaxResponseBodySize: int(p.MaxBody), NoDefaultUserAgentHeader: true, DisablePathNormalizing: true,
-			MaxPendingRequests: 4096,
-		}
+		up.pipe = newPipeline(u.Addr, p.Conns, int(p.MaxBody), dial, hc.TLSConfig, rt, wt, u.IdleTimeout.D())
 	}
 	return up
 }
@@ -241,6 +235,9 @@ func (t *table) closeUnused(next *table, after time.Duration) {
 		if !keep[r.upstream] {
 			hc := r.upstream.client
 			time.AfterFunc(after, hc.CloseIdleConnections)
+			if pipe := r.upstream.pipe; pipe != nil {
+				time.AfterFunc(after, pipe.Close)
+			}
 		}
 	}
 }
