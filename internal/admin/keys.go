@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/tollgate/tollgate/authn"
 	"github.com/tollgate/tollgate/internal/problems"
@@ -163,7 +164,10 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request) error {
 // CredentialOf converts a stored key record into a credential; nil when
 // the record is damaged.
 func CredentialOf(k *store.Key) *authn.Credential {
-	c := &authn.Credential{ID: k.ID, Tenant: k.Tenant, Name: k.Name, Method: authn.MethodAPIKey, Created: k.Created}
+	// A tenant's keys share its id, and most names repeat ("default"):
+	// interned, each is held once however many credentials carry it.
+	c := &authn.Credential{ID: k.ID, Tenant: unique.Make(k.Tenant).Value(), Name: unique.Make(k.Name).Value(),
+		Method: authn.MethodAPIKey, Created: k.Created}
 	d, err := hex.DecodeString(k.Digest)
 	if err != nil || len(d) != len(c.Digest) {
 		return nil

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,20 +181,37 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		defer bg.Done()
 		store.Watch(wctx, a.store.Tenants, a.tenants, a.log.Named("watch"), tenantsReady)
 	}()
+	keys := &keyMirror{set: a.creds}
 	go func() {
 		defer bg.Done()
-		store.Watch(wctx, a.store.Keys, keyMirror{a.creds}, a.log.Named("watch"), keysReady)
+		store.Watch(wctx, a.store.Keys, keys, a.log.Named("watch"), keysReady)
 	}()
+	// However many keys there are, loading them goes on while they keep
+	// arriving; it fails only when nothing arrives for a minute.
+	progress := time.NewTicker(time.Second)
+	defer progress.Stop()
+	lastCount, lastMove := int64(-1), time.Now()
 	for _, ch := range []chan struct{}{tenantsReady, keysReady, requestsReady} {
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil
-		case <-time.After(60 * time.Second):
-			return errors.New("app: the store did not deliver tenants and keys within 60s")
+	wait:
+		for {
+			select {
+			case <-ch:
+				break wait
+			case <-ctx.Done():
+				return nil
+			case <-progress.C:
+				if n := keys.loaded.Load(); n != lastCount {
+					lastCount, lastMove = n, time.Now()
+				} else if time.Since(lastMove) > time.Minute {
+					return fmt.Errorf("app: the store delivered no tenants or keys for a minute (%d keys received)", n)
+				}
+			}
 		}
 	}
 	log.Info("credential set loaded", zap.Int("credentials", a.creds.Len()), zap.Int("tenants", a.tenants.Len()))
+	// Loading left garbage the size of the buckets (decoded messages):
+	// hand it back to the OS now rather than carry it as RSS.
+	debug.FreeOSMemory()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -359,10 +377,38 @@ func (a *App) lookupKey(ctx context.Context, id string) (*authn.Credential, erro
 	return c, nil
 }
 
-// keyMirror keeps the credential set in step with the keys bucket.
-type keyMirror struct{ set *authn.Set }
+// keyMirror keeps the credential set in step with the keys bucket. It
+// decodes the initial state as it arrives (store.Loader), so a million
+// keys are not held as raw JSON as well while they load.
+type keyMirror struct {
+	set     *authn.Set
+	staging map[string]*authn.Credential
+	loaded  atomic.Int64 // entries of the initial state received, for startup progress
+}
 
-func (m keyMirror) Snapshot(entries map[string][]byte) {
+func (m *keyMirror) BeginLoad() { m.staging = map[string]*authn.Credential{} }
+
+func (m *keyMirror) Load(id string, v []byte) {
+	m.loaded.Add(1)
+	if v == nil {
+		delete(m.staging, id)
+		return
+	}
+	if c := decodeKey(v); c != nil {
+		m.staging[id] = c
+	}
+}
+
+func (m *keyMirror) Loaded() {
+	cs := make([]*authn.Credential, 0, len(m.staging))
+	for _, c := range m.staging {
+		cs = append(cs, c)
+	}
+	m.staging = nil
+	m.set.Replace(cs)
+}
+
+func (m *keyMirror) Snapshot(entries map[string][]byte) {
 	cs := make([]*authn.Credential, 0, len(entries))
 	for _, v := range entries {
 		if c := decodeKey(v); c != nil {
@@ -372,7 +418,7 @@ func (m keyMirror) Snapshot(entries map[string][]byte) {
 	m.set.Replace(cs)
 }
 
-func (m keyMirror) Update(id string, v []byte) {
+func (m *keyMirror) Update(id string, v []byte) {
 	if v == nil {
 		m.set.Delete(id)
 		return

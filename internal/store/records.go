@@ -64,6 +64,9 @@ const (
 type JSONMirror[T any] struct {
 	mu sync.RWMutex // protects m
 	m  map[string]*T
+	// staging is the state being loaded (Loader); only the watcher's
+	// goroutine touches it.
+	staging map[string]*T
 	// OnChange, if set, is called after a record changed (or all of them,
 	// with key "", after a snapshot). It runs on the caller's goroutine
 	// (the watcher's, or the admin API's after a write).
@@ -84,6 +87,31 @@ func (jm *JSONMirror[T]) Snapshot(entries map[string][]byte) {
 	}
 	jm.mu.Lock()
 	jm.m = m
+	jm.mu.Unlock()
+	if jm.OnChange != nil {
+		jm.OnChange("")
+	}
+}
+
+// BeginLoad implements Loader.
+func (jm *JSONMirror[T]) BeginLoad() { jm.staging = map[string]*T{} }
+
+// Load implements Loader.
+func (jm *JSONMirror[T]) Load(key string, value []byte) {
+	if value == nil {
+		delete(jm.staging, key)
+		return
+	}
+	t := new(T)
+	if json.Unmarshal(value, t) == nil {
+		jm.staging[key] = t
+	}
+}
+
+// Loaded implements Loader.
+func (jm *JSONMirror[T]) Loaded() {
+	jm.mu.Lock()
+	jm.m, jm.staging = jm.staging, nil
 	jm.mu.Unlock()
 	if jm.OnChange != nil {
 		jm.OnChange("")

@@ -17,6 +17,20 @@ type Mirror interface {
 	Update(key string, value []byte)
 }
 
+// Loader is a Mirror that takes the initial state entry by entry instead
+// of as one map of raw values, so that a large bucket (a million keys) is
+// not held twice, raw and decoded, while it loads. Watch calls BeginLoad
+// when a watcher starts over, Load for each entry of its initial state
+// (value nil for a deletion, and a key may come again with a later
+// value), and Loaded when the initial state is complete: the mirror keeps
+// what it had until then. Snapshot is not called on a Loader.
+type Loader interface {
+	Mirror
+	BeginLoad()
+	Load(key string, value []byte)
+	Loaded()
+}
+
 // Watch mirrors kv into m until ctx ends. It supervises the watcher: a
 // NATS watcher can go silent after a server restart (nats.go #1777), so
 // every few seconds Watch compares the last revision it applied with the
@@ -48,7 +62,11 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 			continue
 		}
 		var initial map[string][]byte
-		if snapshot {
+		loader, _ := m.(Loader)
+		loading := snapshot && loader != nil
+		if loading {
+			loader.BeginLoad()
+		} else if snapshot {
 			initial = map[string][]byte{}
 		}
 		check := time.NewTicker(3 * time.Second)
@@ -65,9 +83,14 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 				progressed = true
 				backoff = 100 * time.Millisecond
 				if e == nil { // caught up with the initial state
-					if initial != nil {
-						m.Snapshot(initial)
-						initial = nil
+					if initial != nil || loading {
+						if loading {
+							loader.Loaded()
+							loading = false
+						} else {
+							m.Snapshot(initial)
+							initial = nil
+						}
 						snapshot = false
 						if ready != nil {
 							close(ready)
@@ -76,13 +99,17 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 					}
 					continue
 				}
-				if e.Revision() <= lastRev && initial == nil {
+				if e.Revision() <= lastRev && initial == nil && !loading {
 					continue
 				}
 				lastRev = max(lastRev, e.Revision())
 				var v []byte
 				if e.Operation() == jetstream.KeyValuePut {
 					v = e.Value()
+				}
+				if loading {
+					loader.Load(e.Key(), v)
+					continue
 				}
 				if initial != nil {
 					if v == nil {
@@ -104,7 +131,7 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 				if err != nil {
 					continue
 				}
-				if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo().State.LastSeq > lastRev && initial == nil {
+				if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo().State.LastSeq > lastRev && initial == nil && !loading {
 					log.Info("watcher behind the bucket, recreating", zap.String("bucket", kv.Bucket()),
 						zap.Uint64("applied", lastRev), zap.Uint64("last", bs.StreamInfo().State.LastSeq))
 					break loop
