@@ -211,3 +211,35 @@ func TestPipelinedClientConnectionClose(t *testing.T) {
 		t.Errorf("the upstream saw %d connections, want the one pipelined connection", n)
 	}
 }
+
+// A pooled upstream connection the upstream closed while idle (here after
+// 300ms, within the second in which the transport skips the first read)
+// is noticed when the request is written to it, and the request is
+// retried on a new connection at once rather than waiting for the read
+// timeout.
+func TestPooledUpstreamClosedWhileIdle(t *testing.T) {
+	be := &fasthttp.Server{IdleTimeout: 300 * time.Millisecond, Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetBodyString("echo " + string(ctx.RequestURI()))
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go be.Serve(ln)
+	t.Cleanup(func() { _ = be.Shutdown() })
+	h := start(t, func(c *config.Config) {
+		c.Upstreams["pooled"] = config.Upstream{URL: "http://" + ln.Addr().String(), ReadTimeout: config.Duration(10 * time.Second)}
+		c.Routes = append(c.Routes, config.Route{PathPrefix: "/q", Upstream: "pooled", StripPrefix: true, Auth: []string{"api_key"}})
+	}, proxy.Options{})
+	for i := 0; i < 4; i++ {
+		start := time.Now()
+		resp := h.do(t, "GET", fmt.Sprintf("/q/%d", i), map[string]string{"X-API-Key": goodKey})
+		if resp.StatusCode() != 200 || string(resp.Body()) != fmt.Sprintf("echo /%d", i) {
+			t.Errorf("request %d: %d %q", i, resp.StatusCode(), resp.Body())
+		}
+		if el := time.Since(start); el > 2*time.Second {
+			t.Errorf("request %d took %v", i, el)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

@@ -48,9 +48,20 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 	}
 	conn := cc.Conn()
 	bw := hc.AcquireWriter(conn)
+	ic, _ := conn.(*idleConn)
+	writes := 0
+	if ic != nil {
+		writes = ic.writes
+	}
 	err = req.Write(bw)
 	if err == nil {
-		err = bw.Flush()
+		if ic != nil && ic.writes == writes {
+			// The whole request is still in bw: send it and wait for
+			// the answer without a read that would find nothing yet.
+			err = ic.flushAndAwait(bw)
+		} else {
+			err = bw.Flush()
+		}
 	}
 	hc.ReleaseWriter(bw)
 	if err != nil {
