@@ -8,16 +8,38 @@
 #     apt-get install -y wrk nginx-light        # or nginx
 #
 # Systems, all in front of one fasthttp keep-alive backend (bench/backend,
-# fixed 200-byte JSON body):
-#   backend      wrk straight to the backend: the ceiling
-#   nginx        nginx as a plain keep-alive reverse proxy
-#   nginx-auth   nginx checking X-API-Key against a map of 10,000 keys (401
-#                when absent) and adding a few headers
-#   tollgate     API-key auth + monthly quota + limit headers, embedded NATS,
-#                access log off
-#   tollgate-log the same with the access log on (written to a file)
-# Systems run side by side; each round measures every system once, the
-# starting system rotating from round to round (A B C, B C A, ...) so that
+# fixed 200-byte JSON body; a request with slow_ms=N in its query is answered
+# after N ms):
+#   backend        wrk straight to the backend: the ceiling
+#   nginx          nginx as a plain keep-alive reverse proxy
+#   nginx-auth     nginx checking X-API-Key against a map of 10,000 keys (401
+#                  when absent) and adding a few headers
+#   forwarder      the bare proxy: bench/forwarder, a naive fasthttp HostClient
+#                  reverse proxy (no auth, no quota, no headers)
+#   forwarder-pipe the same over a fasthttp PipelineClient (BENCH_PIPE_CONNS
+#                  upstream connections); not in the default list
+#   tollgate       API-key auth + monthly quota + limit headers, embedded NATS,
+#                  access log off, upstream through its connection pool
+#   tollgate-pipe  the same with upstreams.backend.pipeline: {conns:
+#                  BENCH_PIPE_CONNS}: requests pipelined to the backend
+#   tollgate-log   tollgate with the access log on (written to a file)
+# A system whose program is missing (nginx not installed, a Go build that
+# failed) is skipped, saying so.
+#
+# Loads, each measured for the systems that are running:
+#   saturated  BENCH_CONNS connections sending as fast as answers come (all)
+#   moderate   BENCH_MODERATE_CONNS connections, each waiting
+#              BENCH_MODERATE_DELAY_MS before every request (all but
+#              tollgate-log)
+#   slowmix    BENCH_SLOWMIX_CONNS connections as fast as answers come, 1
+#              request in BENCH_SLOWMIX_EVERY answered by the backend after
+#              BENCH_SLOWMIX_MS (BENCH_SLOWMIX_SYSTEMS): on a pipelined
+#              upstream connection answers come back in order, so a slow one
+#              holds up those queued behind it (head-of-line blocking). Its
+#              percentiles are per request (wrk's correction for coordinated
+#              omission undone, see bench/lua/bench.lua), wrk's own beside.
+# Systems run side by side; each round measures every system once per load,
+# the starting system rotating from round to round (A B C, B C A, ...) so that
 # drift hits all alike. Each measurement is a discarded warm-up run and then a
 # measured run. Modes: "pinned" (wrk on CPU 0; backend and proxies on CPU 1,
 # GOMAXPROCS=1, nginx worker_processes 1) and "unpinned" (no affinity, nginx
@@ -27,19 +49,31 @@
 #   BENCH_ROUNDS=3  BENCH_WARMUP=2  BENCH_DURATION=8   rounds, seconds
 #   BENCH_CONNS=100                      connections of the saturating runs
 #   BENCH_MODES="pinned unpinned"        or one of them
-#   BENCH_SYSTEMS="backend nginx nginx-auth tollgate tollgate-log"
+#   BENCH_SYSTEMS="backend nginx nginx-auth forwarder tollgate tollgate-pipe tollgate-log"
+#                                        (forwarder-pipe may be added)
+#   BENCH_PIPE_CONNS=4                   upstream connections of tollgate-pipe
+#                                        and forwarder-pipe
 #   BENCH_MAIN=1                         0 skips the comparison (scale only)
 #   BENCH_MODERATE=1                     also the unsaturated run:
 #   BENCH_MODERATE_CONNS=10 BENCH_MODERATE_DELAY_MS=1  (each connection waits
 #                                        1 ms before each request)
+#   BENCH_SLOWMIX=1                      also the slow-response mix:
+#   BENCH_SLOWMIX_CONNS=100 BENCH_SLOWMIX_EVERY=100 BENCH_SLOWMIX_MS=20
+#   BENCH_SLOWMIX_SYSTEMS="backend nginx forwarder forwarder-pipe tollgate tollgate-pipe"
+#                                        (those of them that are running)
 #   BENCH_SCALE=1                        also the scale figures:
 #   BENCH_SCALE_TENANTS="1 1000 100000"  active tenants (one key each)
 #   BENCH_STEADY_CONNS=30                connections of the ~10k req/s run
 #   BENCH_READY_KEYS=1000000             credentials for the readiness timing
 #                                        (0 skips it)
 #   BENCH_SYNC_ALWAYS=true               tollgate's nats.sync_always (its default)
-#   BENCH_PIPELINE=                      N: tollgate's upstream pipelined over N
-#                                        connections (upstreams.*.pipeline)
+#   BENCH_PIPELINE=                      N: the scale runs' tollgate pipelines
+#                                        its upstream over N connections. (It
+#                                        used to switch the comparison's
+#                                        tollgate to pipelining; the comparison
+#                                        now has both, tollgate and
+#                                        tollgate-pipe, and BENCH_PIPELINE=N
+#                                        only stands in for BENCH_PIPE_CONNS.)
 #   BENCH_MAX_LEASE=                     tollgate's quota.max_lease (empty: its
 #                                        default, DEFAULT_MAX_LEASE below)
 #   BENCH_RESULTS=bench/RESULTS.md       where the tables go ("" : nowhere)
@@ -52,11 +86,16 @@ WARMUP=${BENCH_WARMUP:-2}
 DURATION=${BENCH_DURATION:-8}
 CONNS=${BENCH_CONNS:-100}
 MODES=${BENCH_MODES:-pinned unpinned}
-SYSTEMS=${BENCH_SYSTEMS:-backend nginx nginx-auth tollgate tollgate-log}
+SYSTEMS=${BENCH_SYSTEMS:-backend nginx nginx-auth forwarder tollgate tollgate-pipe tollgate-log}
 MAIN=${BENCH_MAIN:-1}
 MODERATE=${BENCH_MODERATE:-1}
 MOD_CONNS=${BENCH_MODERATE_CONNS:-10}
 MOD_DELAY_MS=${BENCH_MODERATE_DELAY_MS:-1}
+SLOWMIX=${BENCH_SLOWMIX:-1}
+SLOWMIX_CONNS=${BENCH_SLOWMIX_CONNS:-100}
+SLOWMIX_EVERY=${BENCH_SLOWMIX_EVERY:-100}
+SLOWMIX_MS=${BENCH_SLOWMIX_MS:-20}
+SLOWMIX_SYSTEMS=${BENCH_SLOWMIX_SYSTEMS:-backend nginx forwarder forwarder-pipe tollgate tollgate-pipe}
 SCALE=${BENCH_SCALE:-1}
 SCALE_TENANTS=${BENCH_SCALE_TENANTS:-1 1000 100000}
 STEADY_CONNS=${BENCH_STEADY_CONNS:-30}
@@ -69,6 +108,7 @@ MAX_LEASE=${BENCH_MAX_LEASE:-}
 # to bound the quota check and to label the tables.
 DEFAULT_MAX_LEASE=1000
 PIPELINE=${BENCH_PIPELINE:-}
+PIPE_CONNS=${BENCH_PIPE_CONNS:-${PIPELINE:-4}}
 
 LUA=$ROOT/bench/lua/bench.lua
 ADMIN_TOKEN=tga_bench_$(date +%s)_not_a_secret
@@ -211,12 +251,15 @@ steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 # ---------------------------------------------------------------- building
 
 build() {
-	log "building tollgate, backend and seed into $BIN"
+	log "building tollgate, backend, forwarder and seed into $BIN"
 	mkdir -p "$BIN"
 	(cd "$ROOT" &&
 		go build -o "$BIN/tollgate" ./cmd/tollgate &&
 		go build -o "$BIN/backend" ./bench/backend &&
 		go build -o "$BIN/seed" ./bench/seed) || die "go build failed (the tree may be mid-edit)"
+	# the bare proxy is only a reference: without it its systems are skipped
+	(cd "$ROOT" && go build -o "$BIN/forwarder" ./bench/forwarder) ||
+		note "go build ./bench/forwarder failed: forwarder systems skipped"
 }
 
 # ---------------------------------------------------------------- systems
@@ -243,6 +286,25 @@ start_backend() { # MODE
 	wait_http "http://$BACKEND_ADDR/" 10 "$PID" || die "backend did not start ($(tail -3 "$WORK/$1/backend.log"))"
 	URL[backend]=http://$BACKEND_ADDR/v1/items
 	PIDS[backend]=$PID
+}
+
+# start_forwarder MODE NAME [PIPELINE_CONNS]: the bare fasthttp proxy,
+# placed like the backend (pinned: CPU 1, GOMAXPROCS=1).
+start_forwarder() {
+	local mode=$1 name=$2 pipe=${3:-} dir=$WORK/$1/$2 port args=()
+	mkdir -p "$dir"
+	port=$(free_port)
+	[[ -z $pipe ]] || args=(-pipeline "$pipe")
+	# shellcheck disable=SC2046
+	start_bg "$dir/forwarder.log" $(srv_prefix "$mode" 1) "$BIN/forwarder" -addr "127.0.0.1:$port" \
+		-upstream "$BACKEND_ADDR" ${args[@]+"${args[@]}"}
+	PIDS[$name]=$PID
+	URL[$name]=http://127.0.0.1:$port/v1/items
+	KEY[$name]=$(head -n1 "$WORK/nginx-keys.txt")
+	wait_http "${URL[$name]}" 10 "$PID" || die "$name did not start ($(tail -n 3 "$dir/forwarder.log" | tr '\n' ' '))"
+	local code
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: ${KEY[$name]}" "${URL[$name]}")
+	[[ $code == 200 ]] || die "$name answers $code to a valid request"
 }
 
 nginx_conf() { # KIND DIR PORT WORKERS
@@ -336,11 +398,12 @@ start_nginx() { # MODE KIND
 	fi
 }
 
-# tollgate_config FILE DATA_DIR LISTEN ADMIN ACCESS(true/false) SYNC(true/false) [NATS_LISTEN]
+# tollgate_config FILE DATA_DIR LISTEN ADMIN ACCESS(true/false) SYNC(true/false)
+#   PIPELINE_CONNS("": the connection pool) [NATS_LISTEN]
 tollgate_config() {
 	local nats="{}" upstream="{url: \"http://$BACKEND_ADDR\"}"
-	[[ -z $PIPELINE ]] || upstream="{url: \"http://$BACKEND_ADDR\", pipeline: {conns: $PIPELINE}}"
-	[[ -n ${7:-} ]] && nats="{listen: \"$7\", sync_always: $6}" || nats="{sync_always: $6}"
+	[[ -z $7 ]] || upstream="{url: \"http://$BACKEND_ADDR\", pipeline: {conns: $7}}"
+	[[ -n ${8:-} ]] && nats="{listen: \"$8\", sync_always: $6}" || nats="{sync_always: $6}"
 	cat >"$1" <<-EOF
 		# written by bench/run.sh
 		listen: $3
@@ -380,13 +443,14 @@ tg_admin() { # NAME ARGS...
 	"$BIN/tollgate" admin -url "http://${ADMIN[$name]}" -token "$ADMIN_TOKEN" "$@"
 }
 
-# setup_tollgate MODE NAME ACCESS: a tollgate with tenant bench-1 and one key.
+# setup_tollgate MODE NAME ACCESS [PIPELINE_CONNS]: a tollgate with tenant
+# bench-1 and one key.
 setup_tollgate() {
-	local mode=$1 name=$2 access=$3 dir=$WORK/$1/$2 port aport out
+	local mode=$1 name=$2 access=$3 pipe=${4:-} dir=$WORK/$1/$2 port aport out
 	mkdir -p "$dir"
 	port=$(free_port)
 	aport=$(free_port)
-	tollgate_config "$dir/config.yaml" "$dir/data" "127.0.0.1:$port" "127.0.0.1:$aport" "$access" "$SYNC_ALWAYS"
+	tollgate_config "$dir/config.yaml" "$dir/data" "127.0.0.1:$port" "127.0.0.1:$aport" "$access" "$SYNC_ALWAYS" "$pipe"
 	out=$dir/tollgate.log
 	[[ $access == true ]] && out=$dir/tollgate+access.log
 	start_tollgate "$mode" "$name" "$dir/config.yaml" "$out" || die "$name did not start"
@@ -413,14 +477,18 @@ declare -A SERVED # 2xx responses wrk counted per tollgate (warm-ups too)
 # when each wrk run stopped (at most its connections) plus one unspent lease.
 declare -A SLACK
 
-# run_wrk MODE SECONDS CONNS URL KEY DELAY_MS KEYS_FILE OUT: one wrk run;
-# prints its WRKRESULT fields.
+# run_wrk MODE SECONDS CONNS URL KEY DELAY_MS KEYS_FILE OUT [SLOW_EVERY]: one
+# wrk run; prints its WRKRESULT fields. SLOW_EVERY: the slow-response mix,
+# every Nth request answered after SLOWMIX_MS, per-request percentiles too.
 run_wrk() {
-	local mode=$1 secs=$2 conns=$3 url=$4 key=$5 delay=$6 keys=$7 out=$8 threads=2 place=()
+	local mode=$1 secs=$2 conns=$3 url=$4 key=$5 delay=$6 keys=$7 out=$8 slow=${9:-} threads=2 place=()
+	local raw=0 slow_ms=""
 	# pinned: wrk alone on CPU 0 with one thread; unpinned: two threads
 	[[ $mode == pinned ]] && threads=1 place=(taskset -c 0)
 	((conns < threads)) && threads=$conns
-	BENCH_DELAY_MS=$delay BENCH_KEYS_FILE=$keys BENCH_WRK_THREADS=$threads \
+	[[ -z $slow ]] || raw=1 slow_ms=$SLOWMIX_MS
+	BENCH_DELAY_MS=$delay BENCH_KEYS_FILE=$keys BENCH_WRK_THREADS=$threads BENCH_WRK_CONNS=$conns \
+		BENCH_SLOW_EVERY=$slow BENCH_SLOW_MS=$slow_ms BENCH_RAW_LATENCY=$raw \
 		timeout $((secs + 30)) ${place[@]+"${place[@]}"} wrk -t"$threads" \
 		-c"$conns" -d"${secs}s" --timeout 5s --latency -s "$LUA" \
 		-H "X-API-Key: $key" "$url" >"$out" 2>&1 || true
@@ -430,23 +498,26 @@ run_wrk() {
 	echo "${line#WRKRESULT }"
 }
 
-field() { # field "k=v k=v" NAME
+field() { # field "k=v k=v" NAME [DEFAULT (0)]
 	local kv
 	for kv in $1; do [[ ${kv%%=*} == "$2" ]] && { echo "${kv#*=}"; return; }; done
-	echo 0
+	echo "${3-0}"
 }
 
-# measure MODE LOAD SYSTEM ROUND CONNS DELAY_MS KEYS_FILE: warm-up, then a
-# measured run with the CPU time of the system's processes (and of the
-# backend) and, for tollgate, its ledger operations; appends to $TSV.
+# measure MODE LOAD SYSTEM ROUND CONNS DELAY_MS KEYS_FILE [SLOW_EVERY]:
+# warm-up, then a measured run with the CPU time of the system's processes
+# (and of the backend) and, for tollgate, its ledger operations; appends to
+# $TSV: mode load system round rps p50 p99 requests non2xx errors cpu/req
+# backend-cpu/req ledger/s records/s p99.9, then (slow mix only) the
+# per-request p50 p90 p99 p99.9; latencies in µs.
 measure() {
-	local mode=$1 load=$2 sys=$3 round=$4 conns=$5 delay=$6 keys=$7
+	local mode=$1 load=$2 sys=$3 round=$4 conns=$5 delay=$6 keys=$7 slow=${8:-}
 	local url=${URL[$sys]} key=${KEY[$sys]:-tg_none} dir=$WORK/$1/wrk
 	# shellcheck disable=SC2206
 	local pids=(${PIDS[$sys]})
 	mkdir -p "$dir"
 	local r c0 c1 b0 b1 l0="" l1="" w0="" w1="" req non2xx
-	r=$(run_wrk "$mode" "$WARMUP" "$conns" "$url" "$key" "$delay" "$keys" "$dir/$load-$sys-$round-warmup.txt")
+	r=$(run_wrk "$mode" "$WARMUP" "$conns" "$url" "$key" "$delay" "$keys" "$dir/$load-$sys-$round-warmup.txt" "$slow")
 	count_served "$sys" "$r" "$conns"
 	c0=$(cpu_ticks "${pids[@]}")
 	b0=$(cpu_ticks "$BACKEND_PID")
@@ -454,7 +525,7 @@ measure() {
 		l0=$(metric "${ADMIN[$sys]}" tollgate_ledger_operations_total)
 		w0=$(metric "${ADMIN[$sys]}" tollgate_lease_record_writes_total)
 	fi
-	r=$(run_wrk "$mode" "$DURATION" "$conns" "$url" "$key" "$delay" "$keys" "$dir/$load-$sys-$round.txt")
+	r=$(run_wrk "$mode" "$DURATION" "$conns" "$url" "$key" "$delay" "$keys" "$dir/$load-$sys-$round.txt" "$slow")
 	c1=$(cpu_ticks "${pids[@]}")
 	b1=$(cpu_ticks "$BACKEND_PID")
 	if [[ -n ${ADMIN[$sys]:-} ]]; then
@@ -472,14 +543,27 @@ measure() {
 	[[ -n $w0 && -n $w1 ]] && records=$(awk -v a="$w0" -v b="$w1" -v s="$secs" 'BEGIN {printf "%.1f", (b - a) / s}')
 	awk -v OFS='\t' -v m="$mode" -v l="$load" -v s="$sys" -v rd="$round" -v rps="$(field "$r" rps)" \
 		-v p50="$(field "$r" p50_us)" -v p99="$(field "$r" p99_us)" -v req="$req" -v n2="$non2xx" -v e="$errs" \
-		-v c="$((c1 - c0))" -v b="$((b1 - b0))" -v hz="$CLK_TCK" -v led="$ledger" -v rec="$records" 'BEGIN {
+		-v c="$((c1 - c0))" -v b="$((b1 - b0))" -v hz="$CLK_TCK" -v led="$ledger" -v rec="$records" \
+		-v p999="$(field "$r" p999_us "")" -v r50="$(field "$r" raw_p50_us "")" -v r90="$(field "$r" raw_p90_us "")" \
+		-v r99="$(field "$r" raw_p99_us "")" -v r999="$(field "$r" raw_p999_us "")" 'BEGIN {
 			cpu = req > 0 ? c * 1e6 / hz / req : 0; bcpu = req > 0 ? b * 1e6 / hz / req : 0
-			print m, l, s, rd, rps, p50, p99, req, n2, e, sprintf("%.2f", cpu), sprintf("%.2f", bcpu), led, rec
+			print m, l, s, rd, rps, p50, p99, req, n2, e, sprintf("%.2f", cpu), sprintf("%.2f", bcpu), led, rec, p999, r50, r90, r99, r999
 		}' >>"$TSV"
 	log "$(printf '%-9s %-16s %-12s r%s %9.0f req/s  p50 %6.2f ms  p99 %7.2f ms  cpu %6.2f us/req  non2xx %s errors %s%s' \
 		"$mode" "$load" "$sys" "$round" "$(field "$r" rps)" "$(awk -v v="$(field "$r" p50_us)" 'BEGIN{print v/1000}')" \
 		"$(awk -v v="$(field "$r" p99_us)" 'BEGIN{print v/1000}')" "$(tail -n1 "$TSV" | cut -f11)" "$non2xx" "$errs" \
 		"${ledger:+  ledger ${ledger}/s}${records:+  records ${records}/s}")"
+	if [[ -n $slow ]]; then
+		local rp90 rp999
+		rp90=$(field "$r" raw_p90_us "")
+		rp999=$(field "$r" raw_p999_us "")
+		if [[ -n $rp90 ]]; then
+			log "$(printf '%-9s %-16s %-12s r%s per request: p90 %.2f ms, p99.9 %.2f ms' "$mode" "$load" "$sys" "$round" \
+				"$(awk -v v="$rp90" 'BEGIN{print v/1000}')" "$(awk -v v="$rp999" 'BEGIN{print v/1000}')")"
+		else
+			note "$mode $load $sys round $round: no per-request percentiles (wrk's histogram could not be uncorrected; $dir/$load-$sys-$round.txt)"
+		fi
+	fi
 	if ((non2xx > 0 || errs > 0)); then
 		note "$mode $load $sys round $round: $non2xx non-2xx responses and $errs socket errors out of $req (wrk output: $dir/$load-$sys-$round.txt)"
 	fi
@@ -517,8 +601,33 @@ check_tollgate() {
 	fi
 }
 
+TOLLGATES="tollgate tollgate-pipe tollgate-log" # the systems with a quota to check
+
+# check_slow SYSTEM: one request for the slow URL through the system must get
+# 200 after at least SLOWMIX_MS (so the query reaches the backend); 1 if not.
+check_slow() {
+	local sys=$1 out code secs
+	out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 10 \
+		-H "X-API-Key: ${KEY[$sys]:-none}" "${URL[$sys]}?slow_ms=$SLOWMIX_MS") || true
+	read -r code secs <<<"$out"
+	[[ $code == 200 && -n ${SERVED[$sys]+x} ]] && SERVED[$sys]=$((SERVED[$sys] + 1))
+	if [[ $code != 200 ]] || ! awk -v s="$secs" -v ms="$SLOWMIX_MS" 'BEGIN {exit !(s * 1000 >= ms * 0.9)}'; then
+		note "$sys: a slow request (slow_ms=$SLOWMIX_MS) got ${code:-no answer} in ${secs:-?} s: no slow-mix runs for it"
+		return 1
+	fi
+}
+
+# trim_access_log MODE: the access log grows fast; keep its problems (moved
+# to tollgate.log), drop its lines.
+trim_access_log() {
+	local f=$WORK/$1/tollgate-log/tollgate+access.log
+	[[ -f $f ]] || return 0
+	grep -v '"logger":"access"' "$f" >>"$WORK/$1/tollgate-log/tollgate.log" || true
+	: >"$f"
+}
+
 run_mode() { # MODE
-	local mode=$1 sys active=() round i
+	local mode=$1 sys active=() slowmix=() round i
 	mkdir -p "$WORK/$mode"
 	log "=== mode $mode ==="
 	start_backend "$mode"
@@ -532,23 +641,29 @@ run_mode() { # MODE
 			fi
 			start_nginx "$mode" "$sys"
 			;;
+		forwarder | forwarder-pipe)
+			if [[ ! -x $BIN/forwarder ]]; then
+				log "skipping $sys: no forwarder binary (its build failed)"
+				continue
+			fi
+			if [[ $sys == forwarder ]]; then start_forwarder "$mode" "$sys"; else start_forwarder "$mode" "$sys" "$PIPE_CONNS"; fi
+			;;
 		tollgate) setup_tollgate "$mode" tollgate false ;;
+		tollgate-pipe) setup_tollgate "$mode" tollgate-pipe false "$PIPE_CONNS" ;;
 		tollgate-log) setup_tollgate "$mode" tollgate-log true ;;
 		*) die "unknown system $sys" ;;
 		esac
 		active+=("$sys")
+		if [[ $SLOWMIX == 1 && " $SLOWMIX_SYSTEMS " == *" $sys "* ]] && check_slow "$sys"; then
+			slowmix+=("$sys")
+		fi
 	done
-	local n=${#active[@]}
+	local n=${#active[@]} ns=${#slowmix[@]}
 	for ((round = 1; round <= ROUNDS; round++)); do
 		for ((i = 0; i < n; i++)); do
 			sys=${active[$(((i + round - 1) % n))]}
 			measure "$mode" saturated "$sys" "$round" "$CONNS" "" ""
-			# the access log grows fast: keep its problems, drop its lines
-			if [[ $sys == tollgate-log ]]; then
-				local f=$WORK/$mode/tollgate-log/tollgate+access.log
-				grep -v '"logger":"access"' "$f" >>"$WORK/$mode/tollgate-log/tollgate.log" || true
-				: >"$f"
-			fi
+			[[ $sys != tollgate-log ]] || trim_access_log "$mode"
 		done
 		if [[ $MODERATE == 1 ]]; then
 			for ((i = 0; i < n; i++)); do
@@ -557,19 +672,20 @@ run_mode() { # MODE
 				measure "$mode" moderate "$sys" "$round" "$MOD_CONNS" "$MOD_DELAY_MS" ""
 			done
 		fi
+		for ((i = 0; i < ns; i++)); do
+			sys=${slowmix[$(((i + round - 1) % ns))]}
+			measure "$mode" slowmix "$sys" "$round" "$SLOWMIX_CONNS" "" "" "$SLOWMIX_EVERY"
+			[[ $sys != tollgate-log ]] || trim_access_log "$mode"
+		done
 	done
 	for sys in "${active[@]}"; do
 		# shellcheck disable=SC2086
 		echo -e "$mode\t$sys\t$(hwm_kb ${PIDS[$sys]})" >>"$RSS"
 	done
-	for sys in tollgate tollgate-log; do
+	for sys in $TOLLGATES; do
 		[[ -n ${ADMIN[$sys]:-} ]] || continue
-		local f=$WORK/$mode/$sys/tollgate.log
-		if [[ $sys == tollgate-log ]]; then
-			grep -v '"logger":"access"' "$WORK/$mode/$sys/tollgate+access.log" >>"$f" || true
-			: >"$WORK/$mode/$sys/tollgate+access.log"
-		fi
-		check_tollgate "$mode" "$sys" "$f"
+		[[ $sys != tollgate-log ]] || trim_access_log "$mode"
+		check_tollgate "$mode" "$sys" "$WORK/$mode/$sys/tollgate.log"
 	done
 	for sys in "${active[@]}"; do
 		[[ $sys == backend ]] && continue
@@ -579,11 +695,11 @@ run_mode() { # MODE
 		unset "ADMIN[$sys]"
 	done
 	if [[ -f $WORK/$mode/tollgate-log/tollgate+access.log ]]; then # what it logged while stopping
-		grep -v '"logger":"access"' "$WORK/$mode/tollgate-log/tollgate+access.log" >>"$WORK/$mode/tollgate-log/tollgate.log" || true
+		trim_access_log "$mode"
 		rm -f "$WORK/$mode/tollgate-log/tollgate+access.log"
 	fi
 	stop_pid "$BACKEND_PID"
-	for sys in tollgate tollgate-log; do
+	for sys in $TOLLGATES; do
 		local f=$WORK/$mode/$sys/tollgate.log
 		if [[ -f $f ]] && ! grep -q '"msg":"stopped"' "$f"; then
 			note "$mode $sys: no \"stopped\" line after SIGTERM (log: $f)"
@@ -614,8 +730,8 @@ run_scale() {
 	# Seeding goes through a tollgate with sync_always off (a fsync per KV
 	# write makes a million records take many minutes); every measurement
 	# runs with BENCH_SYNC_ALWAYS (default on, tollgate's default).
-	tollgate_config "$dir/seed.yaml" "$dir/data" "127.0.0.1:$port" "127.0.0.1:$aport" false false "127.0.0.1:$nport"
-	tollgate_config "$dir/run.yaml" "$dir/data" "127.0.0.1:$port" "127.0.0.1:$aport" false "$SYNC_ALWAYS"
+	tollgate_config "$dir/seed.yaml" "$dir/data" "127.0.0.1:$port" "127.0.0.1:$aport" false false "$PIPELINE" "127.0.0.1:$nport"
+	tollgate_config "$dir/run.yaml" "$dir/data" "127.0.0.1:$port" "127.0.0.1:$aport" false "$SYNC_ALWAYS" "$PIPELINE"
 	start_tollgate unpinned scale "$dir/seed.yaml" "$dir/seed.log" || die "scale tollgate did not start"
 	local tg=$PID
 	echo -e "unpinned\t0\t0\t$READY_MS\t$(hwm_kb "$PID")" >>"$WORK/ready.tsv"
@@ -714,7 +830,10 @@ describe() {
 	backend) echo "backend direct (ceiling)" ;;
 	nginx) echo "nginx, plain keep-alive proxy" ;;
 	nginx-auth) echo "nginx + 10k-key \`map\` + headers" ;;
+	forwarder) echo "bare proxy: fasthttp \`HostClient\` forwarder" ;;
+	forwarder-pipe) echo "bare proxy, fasthttp \`PipelineClient\` ($PIPE_CONNS conns)" ;;
 	tollgate) echo "**tollgate**: key + quota + limit headers" ;;
+	tollgate-pipe) echo "**tollgate**, pipelined upstream ($PIPE_CONNS conns)" ;;
 	tollgate-log) echo "tollgate, access log on (to a file)" ;;
 	*) echo "$1" ;;
 	esac
@@ -731,10 +850,13 @@ report_main() {
 		"(\`--latency\`, \`--timeout 5s\`); CPU µs/req = the system's own utime+stime (all its processes, threads included)" \
 		"during the measured run ÷ requests served; backend µs/req the same for the backend behind it; peak RSS = VmHWM at the end" \
 		"(nginx: master + workers; tollgate: includes its embedded NATS). tollgate: plan of $(num "$PLAN_LIMIT" 0) requests/month," \
-		"\`nats.sync_always: $SYNC_ALWAYS\`, \`quota.max_lease: ${MAX_LEASE:-$DEFAULT_MAX_LEASE (default)}\`${PIPELINE:+, upstream pipelined over $PIPELINE connections}; nginx:" \
-		"upstream \`keepalive 128\`, \`keepalive_requests 1000000\` (client and upstream), access log off."
+		"\`nats.sync_always: $SYNC_ALWAYS\`, \`quota.max_lease: ${MAX_LEASE:-$DEFAULT_MAX_LEASE (default)}\`; upstream through its connection pool," \
+		"tollgate-pipe the same with \`upstreams.backend.pipeline: {conns: $PIPE_CONNS}\`; nginx:" \
+		"upstream \`keepalive 128\`, \`keepalive_requests 1000000\` (client and upstream), access log off." \
+		"The bare proxy is \`bench/forwarder\` (fasthttp \`HostClient\`, no auth, quota or headers), placed like the backend." \
+		"wrk's p50/p99 are corrected for coordinated omission (wrk adds samples for the requests a slow answer kept a connection from sending)."
 	for mode in $MODES; do
-		[[ $(runs "$mode" saturated backend) -gt 0 || $(runs "$mode" saturated tollgate) -gt 0 ]] || continue
+		awk -F'\t' -v m="$mode" '$1 == m {f = 1} END {exit !f}' "$TSV" || continue
 		echo
 		if [[ $mode == pinned ]]; then
 			echo "#### Pinned: wrk on CPU 0 (1 thread); backend and proxy on CPU 1 (GOMAXPROCS=1, nginx worker_processes 1)"
@@ -761,26 +883,9 @@ report_main() {
 			[[ $sys == backend ]] && bcpu=""
 			echo "| $(describe "$sys") | $(num "$rps" 0) | $(ratio "$rps" "$rb") | $(ratio "$rps" "$rn") | $(ratio "$rps" "$ra") | $(ms "$p50") | $(ms "$p99") | ${rss:-–} | $(num "$cpu" 1) | $(num "$bcpu" 1) | $n2 / $er |"
 		done
-		[[ $MODERATE == 1 ]] || continue
-		echo
-		echo "Moderate load, $mode: $MOD_CONNS connections, each waiting ${MOD_DELAY_MS} ms before every request (unsaturated); added = the system's median minus backend-direct's."
-		echo
-		echo "| system | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/req |"
-		echo "|---|---:|---:|---:|---:|---:|---:|"
-		local b50 b99
-		b50=$(med "$mode" moderate backend 6)
-		b99=$(med "$mode" moderate backend 7)
-		for sys in $SYSTEMS; do
-			[[ $(runs "$mode" moderate "$sys") -gt 0 ]] || continue
-			p50=$(med "$mode" moderate "$sys" 6)
-			p99=$(med "$mode" moderate "$sys" 7)
-			local a50="–" a99="–"
-			if [[ $sys != backend && -n $b50 ]]; then
-				a50=$(awk -v a="$p50" -v b="$b50" 'BEGIN {printf "%+.2f", (a - b) / 1000}')
-				a99=$(awk -v a="$p99" -v b="$b99" 'BEGIN {printf "%+.2f", (a - b) / 1000}')
-			fi
-			echo "| $(describe "$sys") | $(num "$(med "$mode" moderate "$sys" 5)" 0) | $(ms "$p50") | $(ms "$p99") | $a50 | $a99 | $(num "$(med "$mode" moderate "$sys" 11)" 1) |"
-		done
+		summary_line "$mode"
+		if [[ $MODERATE == 1 ]]; then report_moderate "$mode"; fi
+		if [[ $SLOWMIX == 1 ]]; then report_slowmix "$mode"; fi
 	done
 	if [[ -s $WORK/usage.tsv ]]; then
 		echo
@@ -791,6 +896,77 @@ report_main() {
 		echo "|---|---|---:|---:|---:|---:|"
 		awk -F'\t' '{d = ($3 == "") ? "–" : $3 - $4; printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, ($3 == "" ? "?" : $3), $4, d, $5}' "$WORK/usage.tsv"
 	fi
+}
+
+# summary_line MODE: the saturated req/s of the proxies as ratios to plain
+# nginx and to nginx-auth, and tollgate's to the bare proxy.
+summary_line() {
+	local mode=$1 sys rps rn ra rf line=""
+	rn=$(med "$mode" saturated nginx 5)
+	ra=$(med "$mode" saturated nginx-auth 5)
+	rf=$(med "$mode" saturated forwarder 5)
+	for sys in $SYSTEMS; do
+		[[ $sys == backend || $sys == nginx || $sys == nginx-auth ]] && continue
+		rps=$(med "$mode" saturated "$sys" 5)
+		[[ -n $rps ]] || continue
+		local part=""
+		[[ -z $rn ]] || part+=", $(ratio "$rps" "$rn")× nginx"
+		[[ -z $ra ]] || part+=", $(ratio "$rps" "$ra")× nginx-auth"
+		[[ -z $rf || $sys != tollgate* ]] || part+=", $(ratio "$rps" "$rf")× the bare proxy"
+		[[ -z $part ]] || line+="${line:+; }\`$sys\` ${part#, }"
+	done
+	[[ -n $line ]] || return 0
+	echo
+	echo "Summary, $mode (median req/s): $line."
+}
+
+report_moderate() { # MODE
+	local mode=$1 sys p50 p99
+	echo
+	echo "Moderate load, $mode: $MOD_CONNS connections, each waiting ${MOD_DELAY_MS} ms before every request (unsaturated); added = the system's median minus backend-direct's."
+	echo
+	echo "| system | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/req |"
+	echo "|---|---:|---:|---:|---:|---:|---:|"
+	local b50 b99
+	b50=$(med "$mode" moderate backend 6)
+	b99=$(med "$mode" moderate backend 7)
+	for sys in $SYSTEMS; do
+		[[ $(runs "$mode" moderate "$sys") -gt 0 ]] || continue
+		p50=$(med "$mode" moderate "$sys" 6)
+		p99=$(med "$mode" moderate "$sys" 7)
+		local a50="–" a99="–"
+		if [[ $sys != backend && -n $b50 ]]; then
+			a50=$(awk -v a="$p50" -v b="$b50" 'BEGIN {printf "%+.2f", (a - b) / 1000}')
+			a99=$(awk -v a="$p99" -v b="$b99" 'BEGIN {printf "%+.2f", (a - b) / 1000}')
+		fi
+		echo "| $(describe "$sys") | $(num "$(med "$mode" moderate "$sys" 5)" 0) | $(ms "$p50") | $(ms "$p99") | $a50 | $a99 | $(num "$(med "$mode" moderate "$sys" 11)" 1) |"
+	done
+}
+
+report_slowmix() { # MODE
+	local mode=$1 sys rps rn any=0
+	for sys in $SYSTEMS; do [[ $(runs "$mode" slowmix "$sys") -gt 0 ]] && any=1; done
+	[[ $any == 1 ]] || return 0
+	echo
+	echo "Slow-response mix, $mode: $SLOWMIX_CONNS connections sending as fast as answers come; 1 request in $SLOWMIX_EVERY" \
+		"(query \`slow_ms=$SLOWMIX_MS\`) is answered by the backend after $SLOWMIX_MS ms, the others at once." \
+		"p50 to p99.9 are per request (wrk's coordinated-omission correction undone, see \`bench/lua/bench.lua\`), wrk's own figures beside;" \
+		"with 1 request in $SLOWMIX_EVERY slow, p99 sits at the edge between the fast and the slow answers."
+	echo
+	echo "It shows head-of-line blocking: on a pipelined upstream connection answers come back in order, so the requests queued" \
+		"behind a slow answer wait for it too and the pipelined systems' p90 to p99.9 rise above the pooled ones', where only the slow requests are slow."
+	echo
+	echo "| system | req/s | × nginx | p50 ms | p90 ms | p99 ms | p99.9 ms | wrk's p99 / p99.9 ms | CPU µs/req | non-2xx / socket errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	rn=$(med "$mode" slowmix nginx 5)
+	for sys in $SYSTEMS; do
+		[[ $(runs "$mode" slowmix "$sys") -gt 0 ]] || continue
+		rps=$(med "$mode" slowmix "$sys" 5)
+		echo "| $(describe "$sys") | $(num "$rps" 0) | $(ratio "$rps" "$rn") | $(ms "$(med "$mode" slowmix "$sys" 16)") |" \
+			"$(ms "$(med "$mode" slowmix "$sys" 17)") | $(ms "$(med "$mode" slowmix "$sys" 18)") | $(ms "$(med "$mode" slowmix "$sys" 19)") |" \
+			"$(ms "$(med "$mode" slowmix "$sys" 7)") / $(ms "$(med "$mode" slowmix "$sys" 15)") | $(num "$(med "$mode" slowmix "$sys" 11)" 1) |" \
+			"$(total "$mode" slowmix "$sys" 9) / $(total "$mode" slowmix "$sys" 10) |"
+	done
 }
 
 # colmed FILE KEY DIVISOR DECIMALS: median of column 2 where column 1 is KEY
@@ -898,7 +1074,24 @@ main() {
 	local dirty
 	dirty=$(cd "$ROOT" && git status --porcelain -- '*.go' ':!bench' 2>/dev/null | wc -l)
 	((dirty == 0)) || GIT_DESC+=" + $dirty uncommitted Go files"
+	local sys
+	for sys in $SYSTEMS $SLOWMIX_SYSTEMS; do
+		case $sys in
+		backend | nginx | nginx-auth | forwarder | forwarder-pipe | tollgate | tollgate-pipe | tollgate-log) ;;
+		*) die "unknown system $sys (BENCH_SYSTEMS, BENCH_SLOWMIX_SYSTEMS)" ;;
+		esac
+	done
+	if [[ $SLOWMIX == 1 ]] && ! [[ $SLOWMIX_EVERY =~ ^[1-9][0-9]*$ && $SLOWMIX_MS =~ ^[1-9][0-9]*$ && $SLOWMIX_CONNS =~ ^[1-9][0-9]*$ ]]; then
+		die "BENCH_SLOWMIX_EVERY, BENCH_SLOWMIX_MS and BENCH_SLOWMIX_CONNS must be positive integers (or BENCH_SLOWMIX=0)"
+	fi
 	log "work dir $WORK; modes: $MODES; systems: $SYSTEMS; rounds $ROUNDS × (${WARMUP}s + ${DURATION}s)"
+	if [[ -n $PIPELINE ]]; then
+		log "BENCH_PIPELINE=$PIPELINE: the scale runs' tollgate pipelines its upstream; in the comparison tollgate stays pooled" \
+			"and tollgate-pipe (${PIPE_CONNS} conns) is the pipelined one"
+	fi
+	if [[ $SLOWMIX == 1 ]]; then
+		log "slow-response mix: $SLOWMIX_CONNS connections, 1 request in $SLOWMIX_EVERY slowed by ${SLOWMIX_MS} ms, for those of: $SLOWMIX_SYSTEMS"
+	fi
 	build
 	"$BIN/seed" -gen 10000 >"$WORK/nginx-keys.txt"
 	awk '{printf "\"%s\" t%d;\n", $1, NR}' "$WORK/nginx-keys.txt" >"$WORK/nginx-keys.map"
