@@ -22,6 +22,8 @@
 #                  access log off, upstream through its connection pool
 #   tollgate-pipe  the same with upstreams.backend.pipeline: {conns:
 #                  BENCH_PIPE_CONNS}: requests pipelined to the backend
+#   tollgate-rate  tollgate whose plan also has a short-window rate limit
+#                  (GCRA), set far above what any run reaches
 #   tollgate-log   tollgate with the access log on (written to a file)
 # A system whose program is missing (nginx not installed, a Go build that
 # failed) is skipped, saying so.
@@ -49,7 +51,7 @@
 #   BENCH_ROUNDS=3  BENCH_WARMUP=2  BENCH_DURATION=8   rounds, seconds
 #   BENCH_CONNS=100                      connections of the saturating runs
 #   BENCH_MODES="pinned unpinned"        or one of them
-#   BENCH_SYSTEMS="backend nginx nginx-auth forwarder tollgate tollgate-pipe tollgate-log"
+#   BENCH_SYSTEMS="backend nginx nginx-auth forwarder tollgate tollgate-pipe tollgate-rate tollgate-log"
 #                                        (forwarder-pipe may be added)
 #   BENCH_PIPE_CONNS=4                   upstream connections of tollgate-pipe
 #                                        and forwarder-pipe
@@ -86,7 +88,10 @@ WARMUP=${BENCH_WARMUP:-2}
 DURATION=${BENCH_DURATION:-8}
 CONNS=${BENCH_CONNS:-100}
 MODES=${BENCH_MODES:-pinned unpinned}
-SYSTEMS=${BENCH_SYSTEMS:-backend nginx nginx-auth forwarder tollgate tollgate-pipe tollgate-log}
+SYSTEMS=${BENCH_SYSTEMS:-backend nginx nginx-auth forwarder tollgate tollgate-pipe tollgate-rate tollgate-log}
+# tollgate-rate's short-window limit: far above what any run reaches, so
+# every request pays for the check and none is refused
+RATE_LIMIT=1000000000
 MAIN=${BENCH_MAIN:-1}
 MODERATE=${BENCH_MODERATE:-1}
 MOD_CONNS=${BENCH_MODERATE_CONNS:-10}
@@ -414,6 +419,7 @@ tollgate_config() {
 		log: {access: $5}
 		plans:
 		  bench: {monthly_requests: $PLAN_LIMIT}
+		  bench-rate: {monthly_requests: $PLAN_LIMIT, rate: {requests: $RATE_LIMIT, per: 1s}}
 		upstreams:
 		  backend: $upstream
 		routes:
@@ -457,7 +463,9 @@ setup_tollgate() {
 	log "$name ready in ${READY_MS} ms (empty store)"
 	PIDS[$name]=$PID
 	URL[$name]=http://127.0.0.1:$port/v1/items
-	tg_admin "$name" tenants create bench-1 --plan bench >/dev/null
+	local plan=bench
+	[[ $name == tollgate-rate ]] && plan=bench-rate
+	tg_admin "$name" tenants create bench-1 --plan "$plan" >/dev/null
 	KEY[$name]=$(tg_admin "$name" keys create bench-1 --name wrk 2>/dev/null | sed -n 's/.*"key": "\(tg_[^"]*\)".*/\1/p')
 	[[ -n ${KEY[$name]} ]] || die "$name: could not create a key"
 	# the hot path really is on: 200 with the limit headers, 401 without a key
@@ -601,7 +609,7 @@ check_tollgate() {
 	fi
 }
 
-TOLLGATES="tollgate tollgate-pipe tollgate-log" # the systems with a quota to check
+TOLLGATES="tollgate tollgate-pipe tollgate-rate tollgate-log" # the systems with a quota to check
 
 # check_slow SYSTEM: one request for the slow URL through the system must get
 # 200 after at least SLOWMIX_MS (so the query reaches the backend); 1 if not.
@@ -650,6 +658,7 @@ run_mode() { # MODE
 			;;
 		tollgate) setup_tollgate "$mode" tollgate false ;;
 		tollgate-pipe) setup_tollgate "$mode" tollgate-pipe false "$PIPE_CONNS" ;;
+		tollgate-rate) setup_tollgate "$mode" tollgate-rate false ;;
 		tollgate-log) setup_tollgate "$mode" tollgate-log true ;;
 		*) die "unknown system $sys" ;;
 		esac
@@ -834,6 +843,7 @@ describe() {
 	forwarder-pipe) echo "bare proxy, fasthttp \`PipelineClient\` ($PIPE_CONNS conns)" ;;
 	tollgate) echo "**tollgate**: key + quota + limit headers" ;;
 	tollgate-pipe) echo "**tollgate**, pipelined upstream ($PIPE_CONNS conns)" ;;
+	tollgate-rate) echo "tollgate + a short-window rate limit (GCRA, far from its limit)" ;;
 	tollgate-log) echo "tollgate, access log on (to a file)" ;;
 	*) echo "$1" ;;
 	esac
@@ -1077,7 +1087,7 @@ main() {
 	local sys
 	for sys in $SYSTEMS $SLOWMIX_SYSTEMS; do
 		case $sys in
-		backend | nginx | nginx-auth | forwarder | forwarder-pipe | tollgate | tollgate-pipe | tollgate-log) ;;
+		backend | nginx | nginx-auth | forwarder | forwarder-pipe | tollgate | tollgate-pipe | tollgate-rate | tollgate-log) ;;
 		*) die "unknown system $sys (BENCH_SYSTEMS, BENCH_SLOWMIX_SYSTEMS)" ;;
 		esac
 	done
