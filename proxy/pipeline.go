@@ -69,7 +69,10 @@ type pipeCall struct {
 type pipeSlot struct {
 	mu sync.Mutex // protects w and every field of the wires it held
 	w  *wire
-	_  [48]byte
+	// queued counts the requests sent to this slot and not yet answered,
+	// read without the mutex to choose the least busy slot.
+	queued atomic.Int32
+	_      [40]byte
 }
 
 // wire is one pipelined connection. Its slot's mutex protects its fields;
@@ -109,14 +112,16 @@ func (p *pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 	// upstream connection.
 	req.Header.ResetConnectionClose()
 	// A retry goes to the same slot: its failed connection is replaced.
-	s := &p.slots[int(p.next.Add(1)%uint32(len(p.slots)))]
+	s := p.pick()
 	for attempt := 0; ; attempt++ {
 		call := p.calls.Get().(*pipeCall)
 		call.req, call.resp, call.retry = req, resp, false
+		s.queued.Add(1)
 		err := p.send(s, call)
 		if err == nil {
 			err = <-call.done
 		}
+		s.queued.Add(-1)
 		retry := call.retry
 		call.req, call.resp = nil, nil
 		p.calls.Put(call)
@@ -125,6 +130,24 @@ func (p *pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 		}
 		resp.Reset()
 	}
+}
+
+// pick returns the slot with the fewest requests awaiting answers, so
+// that a connection held up by a slow answer gets no more requests queued
+// behind it while others are free (head-of-line blocking then delays only
+// those already queued). Ties go round-robin.
+func (p *pipeline) pick() *pipeSlot {
+	n := uint32(len(p.slots))
+	i := p.next.Add(1) % n
+	best := &p.slots[i]
+	bq := best.queued.Load()
+	for k := uint32(1); k < n && bq > 0; k++ {
+		s := &p.slots[(i+k)%n]
+		if q := s.queued.Load(); q < bq {
+			best, bq = s, q
+		}
+	}
+	return best
 }
 
 func idempotent(m []byte) bool {
