@@ -161,6 +161,10 @@ type Quotas struct {
 	pendingMu sync.Mutex // protects pending
 	pending   []*ledgerOp
 	kick      chan struct{}
+
+	// closing is set by Close: background work stops and no new lease is
+	// reserved.
+	closing atomic.Bool
 }
 
 // ledgerOp is a ledger addition to (re)send with a fixed message id until
@@ -460,6 +464,9 @@ func (q *Quotas) slow(st *tenantState, cost int64, now time.Time) Decision {
 				return q.decide(st, now, true, nil)
 			}
 			st.avail.Add(cost)
+			if q.closing.Load() {
+				return q.decide(st, now, false, ErrUnavailable)
+			}
 			// Tokens are there but not yet recorded as spendable.
 			if err := q.recordLocked(st, cost); err != nil {
 				return q.unavailable(st, cost, now)
@@ -469,6 +476,10 @@ func (q *Quotas) slow(st *tenantState, cost int64, now time.Time) Decision {
 		st.avail.Add(cost)
 		if st.exhausted.Load() && now.UnixNano() < st.recheck.Load() {
 			return q.decide(st, now, false, nil)
+		}
+		if q.closing.Load() {
+			// Close is returning every lease: reserve nothing more.
+			return q.decide(st, now, false, ErrUnavailable)
 		}
 		if !q.o.Available() {
 			return q.unavailable(st, cost, now)
@@ -545,7 +556,7 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 	}
 	period := st.period.Key
 	id := q.msgID()
-	total, _, err := q.add(st.id, period, size, id)
+	total, _, err := q.add(context.Background(), st.id, period, size, id)
 	if err != nil {
 		// Unknown whether it was applied: settle it in the background by
 		// re-sending the same id (exactly once), then refund it whole.
@@ -563,7 +574,7 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 		// Refund at once, not in the background: until it lands, our own
 		// over-reservation would make the next grant smaller than it can be.
 		id := q.msgID()
-		if _, _, err := q.add(st.id, period, -over, id); err != nil {
+		if _, _, err := q.add(context.Background(), st.id, period, -over, id); err != nil {
 			q.enqueue(&ledgerOp{tenant: st.id, period: period, id: id, delta: -over,
 				deadline: q.o.Now().Add(DuplicateWindow - 30*time.Second), st: st})
 			st.refunding.Add(over)
@@ -606,9 +617,9 @@ func (q *Quotas) msgID() string {
 }
 
 // add sends one ledger addition, retrying with the same id within the
-// timeout.
-func (q *Quotas) add(tenant, period string, delta int64, id string) (int64, bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
+// timeout and ctx.
+func (q *Quotas) add(ctx context.Context, tenant, period string, delta int64, id string) (int64, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, q.o.Timeout)
 	defer cancel()
 	var err error
 	for try := 0; ; try++ {
@@ -655,8 +666,9 @@ func (q *Quotas) enqueue(op *ledgerOp) {
 }
 
 // flushPending sends queued ledger operations in order; it stops at the
-// first failure and keeps the rest. It reports whether nothing is left.
-func (q *Quotas) flushPending() bool {
+// first failure (or when ctx ends) and keeps the rest. It reports whether
+// nothing is left.
+func (q *Quotas) flushPending(ctx context.Context) bool {
 	q.flushMu.Lock()
 	defer q.flushMu.Unlock()
 	for {
@@ -674,7 +686,7 @@ func (q *Quotas) flushPending() bool {
 			q.popPending(nil)
 			continue
 		}
-		if _, _, err := q.add(op.tenant, op.period, op.delta, op.id); err != nil {
+		if _, _, err := q.add(ctx, op.tenant, op.period, op.delta, op.id); err != nil {
 			return false
 		}
 		op.done()
@@ -766,6 +778,9 @@ func (q *Quotas) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			if q.closing.Load() {
+				continue // Close returns and records everything itself
+			}
 			q.returnIdle(false)
 			if q.o.Available() {
 				q.settleOpen()
@@ -790,7 +805,7 @@ func (q *Quotas) refillLoop(ctx context.Context) {
 			return
 		case st := <-q.refill:
 			st.queued.Store(false)
-			if q.o.Available() {
+			if q.o.Available() && !q.closing.Load() {
 				st.mu.Lock()
 				if st.avail.Load() <= st.lowWater() && !st.exhausted.Load() {
 					_, _ = q.reserveLocked(st, 1)
@@ -813,7 +828,7 @@ func (q *Quotas) pendingLoop(ctx context.Context) {
 		case <-q.kick:
 		case <-retry.C:
 		}
-		if !q.flushPending() {
+		if !q.flushPending(ctx) {
 			retry.Reset(500 * time.Millisecond)
 		}
 	}
@@ -827,6 +842,9 @@ func (q *Quotas) returnIdle(all bool) {
 		sh := &q.shards[i]
 		sh.mu.RLock()
 		for _, st := range sh.m {
+			if q.closing.Load() {
+				break
+			}
 			if !all && st.lastUse.Load() > idleBefore {
 				continue
 			}
@@ -942,19 +960,33 @@ func (q *Quotas) sweep() {
 		return
 	}
 	for _, e := range expired {
-		if e.Replica == q.o.ReplicaID {
+		if e.Replica == q.o.ReplicaID || q.closing.Load() {
 			continue
 		}
 		won, err := q.o.Leases.Sweep(ctx, e)
 		if err != nil || !won {
 			continue
 		}
-		if n := e.Record.Reserved - e.Record.SpentMax; n > 0 {
-			q.o.Log.Info("returning tokens of an expired lease", zap.String("tenant", e.Tenant),
-				zap.String("replica", e.Replica), zap.Int64("tokens", n))
-			q.enqueue(&ledgerOp{tenant: e.Tenant, period: e.Period, id: "sweep." + e.Replica + "." + e.Tenant + "." + e.Period + "." + strconv.FormatUint(e.Rev, 10),
-				delta: -n, deadline: q.o.Now().Add(DuplicateWindow - 30*time.Second)})
+		n := e.Record.Reserved - e.Record.SpentMax
+		if n <= 0 {
+			continue
 		}
+		id := "sweep." + e.Replica + "." + e.Tenant + "." + e.Period + "." + strconv.FormatUint(e.Rev, 10)
+		deadline := q.o.Now().Add(DuplicateWindow - 30*time.Second)
+		if e.Record.ReturnID != "" {
+			// Its replica was returning them itself when it stopped: send
+			// the same message, which the ledger applies at most once
+			// while it remembers the id.
+			id, deadline = e.Record.ReturnID, e.Record.ReturnAt.Add(DuplicateWindow-30*time.Second)
+			if q.o.Now().After(deadline) {
+				q.o.Log.Warn("tokens of an expired lease left stranded: its replica may have returned them and the ledger no longer recognises the return",
+					zap.String("tenant", e.Tenant), zap.String("replica", e.Replica), zap.Int64("tokens", n))
+				continue
+			}
+		}
+		q.o.Log.Info("returning tokens of an expired lease", zap.String("tenant", e.Tenant),
+			zap.String("replica", e.Replica), zap.Int64("tokens", n))
+		q.enqueue(&ledgerOp{tenant: e.Tenant, period: e.Period, id: id, delta: -n, deadline: deadline})
 	}
 }
 
@@ -969,6 +1001,9 @@ func (q *Quotas) heartbeat() {
 		sh := &q.shards[i]
 		sh.mu.RLock()
 		for _, st := range sh.m {
+			if q.closing.Load() {
+				break
+			}
 			st.mu.Lock()
 			switch {
 			case st.rev == 0 || !st.recExp.Before(soon):
@@ -987,44 +1022,6 @@ func (q *Quotas) heartbeat() {
 			st.mu.Unlock()
 		}
 		sh.mu.RUnlock()
-	}
-}
-
-// finalRecords deletes lease records of tenants whose tokens are all
-// spent or returned.
-func (q *Quotas) finalRecords() {
-	if q.o.Leases == nil {
-		return
-	}
-	for i := range q.shards {
-		sh := &q.shards[i]
-		sh.mu.RLock()
-		for _, st := range sh.m {
-			st.mu.Lock()
-			if st.rev != 0 {
-				q.giveBackLocked(st, true)
-			}
-			st.mu.Unlock()
-		}
-		sh.mu.RUnlock()
-	}
-}
-
-// Close returns every unused token to the ledger, waiting up to ctx for
-// the ledger to acknowledge.
-func (q *Quotas) Close(ctx context.Context) error {
-	q.settleOpen()
-	q.returnIdle(true)
-	q.finalRecords()
-	for {
-		if q.flushPending() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("limiter: %d ledger operations not sent: %w", q.Pending(), ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
 	}
 }
 

@@ -14,10 +14,17 @@ import (
 
 // LeaseBook keeps the limiter's lease records in a key-value bucket, one
 // key per tenant, period and replica.
-type LeaseBook struct{ kv jetstream.KeyValue }
+type LeaseBook struct {
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+	// atomic says the bucket's stream takes atomic batches.
+	atomic bool
+}
 
 // Leases returns the lease book of s.
-func (s *Store) Leases() *LeaseBook { return &LeaseBook{kv: s.leases} }
+func (s *Store) Leases() *LeaseBook {
+	return &LeaseBook{kv: s.leases, js: s.JS, atomic: s.leasesAtomic}
+}
 
 func leaseKey(tenant, period, replica string) string { return tenant + "." + period + "." + replica }
 

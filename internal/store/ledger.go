@@ -26,6 +26,8 @@ import (
 type Ledger struct {
 	js      jetstream.JetStream
 	streams []jetstream.Stream
+	// atomic says every ledger stream takes atomic batches (AddAll).
+	atomic bool
 }
 
 // ledgerHistory bounds the messages kept per tenant and period: enough to
@@ -37,7 +39,8 @@ func ledgerStream(i int) string  { return fmt.Sprintf("%s_%d", streamLedger, i) 
 func ledgerSubject(i int) string { return fmt.Sprintf("%s.%d", subjectLedger, i) }
 
 func openLedger(ctx context.Context, js jetstream.JetStream, o Options) (*Ledger, error) {
-	l := &Ledger{js: js}
+	atomic := batchSupport(js.Conn().ConnectedServerVersion())
+	l := &Ledger{js: js, atomic: atomic}
 	for i := 0; i < o.LedgerShards; i++ {
 		st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:     ledgerStream(i),
@@ -57,10 +60,13 @@ func openLedger(ctx context.Context, js jetstream.JetStream, o Options) (*Ledger
 			// Retried increments are recognised by message id for this
 			// long; the limiter stops retrying before it ends.
 			Duplicates: o.DuplicateWindow,
+			// Many leases are returned at once on shutdown (AddAll).
+			AllowAtomicPublish: atomic,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("store: ledger stream %s: %w", ledgerStream(i), err)
 		}
+		l.atomic = l.atomic && st.CachedInfo().Config.AllowAtomicPublish
 		l.streams = append(l.streams, st)
 	}
 	return l, nil

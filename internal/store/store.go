@@ -75,6 +75,8 @@ type Store struct {
 	LimitRequests jetstream.KeyValue
 	Ledger        *Ledger
 	leases        jetstream.KeyValue
+	// leasesAtomic says the leases bucket takes atomic batches.
+	leasesAtomic bool
 
 	server  *server.Server
 	timeout time.Duration
@@ -163,6 +165,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		}
 		*b.kv = kv
 	}
+	// Lease records of many tenants are written at once on shutdown.
+	s.leasesAtomic = batchSupport(nc.ConnectedServerVersion()) && enableAtomic(ctx, s.JS, "KV_"+BucketLeases)
 	if s.Ledger, err = openLedger(ctx, s.JS, o); err != nil {
 		s.Close()
 		return nil, err

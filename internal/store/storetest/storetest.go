@@ -19,8 +19,21 @@ import (
 // "replicas" can Connect to it. It is closed when the test ends.
 func Open(t testing.TB) *store.Store {
 	t.Helper()
+	return open(t, false)
+}
+
+// OpenSync is Open with the embedded server fsyncing every write, as
+// tollgate runs by default (nats.sync_always): for measurements of what
+// the ledger and lease records cost.
+func OpenSync(t testing.TB) *store.Store {
+	t.Helper()
+	return open(t, true)
+}
+
+func open(t testing.TB, sync bool) *store.Store {
+	t.Helper()
 	s, err := store.Open(context.Background(), store.Options{
-		DataDir: t.TempDir(), Listen: "127.0.0.1:0", SyncAlways: false, Timeout: 5 * time.Second,
+		DataDir: t.TempDir(), Listen: "127.0.0.1:0", SyncAlways: sync, Timeout: 5 * time.Second,
 	})
 	if err != nil {
 		t.Fatalf("storetest: %v", err)

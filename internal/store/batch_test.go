@@ -1,0 +1,106 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store/storetest"
+	"github.com/tollgate/tollgate/limiter"
+)
+
+// TestLedgerAddAll: additions in atomic batches (more than one batch's
+// worth) are all applied; re-sending them, as a batch or one by one, adds
+// nothing.
+func TestLedgerAddAll(t *testing.T) {
+	s := storetest.OpenSync(t)
+	ctx := context.Background()
+	if _, _, err := s.Ledger.Add(ctx, "t0", "2026-11", 100, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	var adds []limiter.Addition
+	for i := 0; i < 1200; i++ {
+		adds = append(adds, limiter.Addition{Tenant: fmt.Sprintf("t%d", i%600), Period: "2026-11", Delta: -1, MsgID: fmt.Sprintf("a%d", i)})
+	}
+	if err := s.Ledger.AddAll(ctx, adds); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, tc := range []struct {
+			tenant string
+			want   int64
+		}{{"t0", 98}, {"t1", -2}, {"t599", -2}} {
+			if got, err := s.Ledger.Total(ctx, tc.tenant, "2026-11"); err != nil || got != tc.want {
+				t.Errorf("%s: %s total = %d, %v; want %d", when, tc.tenant, got, err, tc.want)
+			}
+		}
+	}
+	check("after the batches")
+	if err := s.Ledger.AddAll(ctx, adds[:10]); !errors.Is(err, limiter.ErrRejected) {
+		t.Errorf("re-sent batch: %v, want it rejected whole", err)
+	}
+	for _, a := range adds[:3] {
+		if _, dup, err := s.Ledger.Add(ctx, a.Tenant, a.Period, a.Delta, a.MsgID); err != nil || !dup {
+			t.Errorf("re-sent addition %s: dup %v, %v", a.MsgID, dup, err)
+		}
+	}
+	check("after re-sending")
+}
+
+// TestLeaseBookBatches: PutAll writes every record or, if one of them has
+// another revision, none; DeleteAll removes records whatever their
+// revision.
+func TestLeaseBookBatches(t *testing.T) {
+	s := storetest.OpenSync(t)
+	ctx := context.Background()
+	b := s.Leases()
+	exp := time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)
+	revs := map[string]uint64{}
+	var w []limiter.LeaseWrite
+	for i := 0; i < 5; i++ {
+		tenant := fmt.Sprintf("t%d", i)
+		rev, gone, err := b.Put(ctx, tenant, "2026-11", "r", limiter.LeaseRecord{Reserved: 10, SpentMax: 5, Expires: exp}, 0)
+		if err != nil || gone {
+			t.Fatal(gone, err)
+		}
+		revs[tenant] = rev
+		w = append(w, limiter.LeaseWrite{Tenant: tenant, Period: "2026-11", Replica: "r", Rev: rev,
+			Record: limiter.LeaseRecord{Reserved: 10, SpentMax: 3, Expires: exp, ReturnID: "ret" + tenant, ReturnAt: exp.Add(-time.Minute)}})
+	}
+	stale := append([]limiter.LeaseWrite(nil), w...)
+	stale[3].Rev++
+	if err := b.PutAll(ctx, stale); !errors.Is(err, limiter.ErrRejected) {
+		t.Fatalf("batch with a stale revision: %v, want rejected", err)
+	}
+	recs, err := b.Expired(ctx, exp.Add(time.Second))
+	if err != nil || len(recs) != 5 {
+		t.Fatal(len(recs), err)
+	}
+	for _, r := range recs {
+		if r.Record.SpentMax != 5 || r.Rev != revs[r.Tenant] {
+			t.Errorf("rejected batch wrote %s: %+v rev %d", r.Tenant, r.Record, r.Rev)
+		}
+	}
+	if err := b.PutAll(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ = b.Expired(ctx, exp.Add(time.Second))
+	for _, r := range recs {
+		if r.Record.SpentMax != 3 || r.Record.ReturnID != "ret"+r.Tenant || !r.Record.ReturnAt.Equal(exp.Add(-time.Minute)) {
+			t.Errorf("%s after the batch: %+v", r.Tenant, r.Record)
+		}
+	}
+	if err := b.DeleteAll(ctx, append(w, limiter.LeaseWrite{Tenant: "never", Period: "2026-11", Replica: "r"})); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ = b.Expired(ctx, exp.Add(time.Second)); len(recs) != 0 {
+		t.Errorf("%d records left after DeleteAll", len(recs))
+	}
+	// A deleted record can be created again.
+	if _, gone, err := b.Put(ctx, "t0", "2026-11", "r", limiter.LeaseRecord{Reserved: 1, Expires: exp}, 0); err != nil || gone {
+		t.Errorf("create after delete: gone %v, %v", gone, err)
+	}
+}
