@@ -14,23 +14,46 @@ import (
 // TestHotPathAllocatesNothingInTollgate serves requests with a known key
 // and a tenant far from its limit and, with every allocation sampled,
 // checks that no allocation made while handling them was made by
-// tollgate's own code (fasthttp's streaming client allocates a few small
-// objects per response; those are not ours).
+// tollgate's own code, through the upstream pool and through a pipelined
+// upstream.
 func TestHotPathAllocatesNothingInTollgate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocation sampling is slow")
 	}
-	beLn := fasthttputil.NewInmemoryListener()
+	t.Run("pool", func(t *testing.T) { testHotPathAllocs(t, false, false) })
+	t.Run("pipelined", func(t *testing.T) { testHotPathAllocs(t, true, false) })
+	// Over loopback TCP the pool waits for answers through RawConn.
+	t.Run("pool-tcp", func(t *testing.T) { testHotPathAllocs(t, false, true) })
+}
+
+func testHotPathAllocs(t *testing.T, pipelined, tcp bool) {
+	var beLn net.Listener = fasthttputil.NewInmemoryListener()
+	dial := func(string) (net.Conn, error) { return beLn.(*fasthttputil.InmemoryListener).Dial() }
+	if tcp {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		beLn, dial = ln, nil
+	}
 	be := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(`{"ok":true}`) }}
 	go be.Serve(beLn)
 	defer be.Shutdown()
 	c := config.Default()
-	c.Routes = []config.Route{{PathPrefix: "/", Upstream: "http://backend:80", Auth: []string{"api_key"}}}
+	url := "http://backend:80"
+	if tcp {
+		url = "http://" + beLn.Addr().String()
+	}
+	c.Routes = []config.Route{{PathPrefix: "/", Upstream: url, Auth: []string{"api_key"}}}
+	if pipelined {
+		c.Upstreams = map[string]config.Upstream{"be": {URL: url, Pipeline: &config.Pipeline{Conns: 2}}}
+		c.Routes[0].Upstream = "be"
+	}
 	if err := config.Validate(c); err != nil {
 		t.Fatal(err)
 	}
 	p, err := proxy.New(c, proxy.Options{VerifyAPIKey: verify, Admit: admit, Access: proxy.NewAccessLog(discard{}),
-		Dial: func(string) (net.Conn, error) { return beLn.Dial() }})
+		Dial: dial})
 	if err != nil {
 		t.Fatal(err)
 	}
