@@ -77,12 +77,13 @@ func batchSupport(version string) bool {
 	}
 }
 
-// publishAtomic publishes msgs, all on one stream, as one atomic batch.
-// It returns an error wrapping limiter.ErrRejected when nothing of the
-// batch can have been stored.
-func publishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) error {
+// publishAtomic publishes msgs, all on one stream, as one atomic batch,
+// and returns the acknowledgement of its last message. It returns an error
+// wrapping limiter.ErrRejected when nothing of the batch can have been
+// stored.
+func publishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) (*jetstream.PubAck, error) {
 	if len(msgs) == 0 {
-		return nil
+		return &jetstream.PubAck{}, nil
 	}
 	id := nuid.Next()
 	nc := js.Conn()
@@ -96,20 +97,20 @@ func publishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg
 		// whether the whole batch was stored.
 		if err := nc.PublishMsg(m); err != nil {
 			// Without its commit a batch is never stored.
-			return fmt.Errorf("%w: %v", limiter.ErrRejected, err)
+			return nil, fmt.Errorf("%w: %v", limiter.ErrRejected, err)
 		}
 	}
 	last := msgs[len(msgs)-1]
 	last.Header.Set(hdrBatchCommit, "1")
-	_, err := js.PublishMsg(ctx, last)
+	ack, err := js.PublishMsg(ctx, last)
 	if err == nil {
-		return nil
+		return ack, nil
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && rejectCodes[apiErr.ErrorCode] {
-		return fmt.Errorf("%w: %v", limiter.ErrRejected, err)
+		return nil, fmt.Errorf("%w: %v", limiter.ErrRejected, err)
 	}
-	return err
+	return nil, err
 }
 
 // AddAll implements limiter.BatchLedger: one atomic batch per ledger
@@ -121,20 +122,13 @@ func (l *Ledger) AddAll(ctx context.Context, adds []limiter.Addition) error {
 	byShard := make([][]*nats.Msg, len(l.streams))
 	for _, a := range adds {
 		i, subj := l.subject(a.Tenant, a.Period)
-		m := nats.NewMsg(subj)
-		incr := strconv.FormatInt(a.Delta, 10)
-		if a.Delta >= 0 {
-			incr = "+" + incr
-		}
-		m.Header.Set("Nats-Incr", incr)
-		m.Header.Set(nats.MsgIdHdr, a.MsgID)
-		byShard[i] = append(byShard[i], m)
+		byShard[i] = append(byShard[i], incrMsg(subj, a.Delta, a.MsgID))
 	}
 	var firstErr error
 	for _, msgs := range byShard {
 		for len(msgs) > 0 {
 			n := min(len(msgs), maxBatch)
-			if err := publishAtomic(ctx, l.js, msgs[:n]); err != nil && firstErr == nil {
+			if _, err := publishAtomic(ctx, l.js, msgs[:n]); err != nil && firstErr == nil {
 				firstErr = fmt.Errorf("store: ledger batch: %w", err)
 			}
 			msgs = msgs[n:]
@@ -160,7 +154,7 @@ func (b *LeaseBook) PutAll(ctx context.Context, w []limiter.LeaseWrite) error {
 		m.Header.Set(hdrExpectedSeq, strconv.FormatUint(lw.Rev, 10))
 		msgs = append(msgs, m)
 	}
-	if err := publishAtomic(ctx, b.js, msgs); err != nil {
+	if _, err := publishAtomic(ctx, b.js, msgs); err != nil {
 		return fmt.Errorf("store: lease batch: %w", err)
 	}
 	return nil
@@ -180,7 +174,7 @@ func (b *LeaseBook) DeleteAll(ctx context.Context, w []limiter.LeaseWrite) error
 			m.Header.Set(hdrKVOperation, "DEL")
 			msgs = append(msgs, m)
 		}
-		if err := publishAtomic(ctx, b.js, msgs); err != nil && firstErr == nil {
+		if _, err := publishAtomic(ctx, b.js, msgs); err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("store: lease batch: %w", err)
 		}
 		w = w[n:]

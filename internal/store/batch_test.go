@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,4 +105,134 @@ func TestLeaseBookBatches(t *testing.T) {
 	if _, gone, err := b.Put(ctx, "t0", "2026-11", "r", limiter.LeaseRecord{Reserved: 1, Expires: exp}, 0); err != nil || gone {
 		t.Errorf("create after delete: gone %v, %v", gone, err)
 	}
+}
+
+// TestLeaseUpdatesAreGrouped: many lease record updates at once, one of
+// them with a stale revision, each get their own outcome: the right new
+// revision (which the next update must use), or gone for the stale one.
+func TestLeaseUpdatesAreGrouped(t *testing.T) {
+	s := storetest.OpenSync(t)
+	ctx := context.Background()
+	b := s.Leases()
+	exp := time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)
+	const n = 300
+	revs := make([]uint64, n)
+	for i := range revs {
+		rev, gone, err := b.Put(ctx, fmt.Sprintf("t%d", i), "2026-11", "r", limiter.LeaseRecord{Reserved: 10, SpentMax: 1, Expires: exp}, 0)
+		if err != nil || gone {
+			t.Fatal(gone, err)
+		}
+		revs[i] = rev
+	}
+	const stale = 77
+	for round := int64(2); round <= 4; round++ {
+		var wg sync.WaitGroup
+		gones := make([]bool, n)
+		for i := range revs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rev := revs[i]
+				if i == stale {
+					rev-- // as if a sweeper had changed it
+				}
+				nrev, gone, err := b.Put(ctx, fmt.Sprintf("t%d", i), "2026-11", "r", limiter.LeaseRecord{Reserved: 10, SpentMax: round, Expires: exp}, rev)
+				if err != nil {
+					t.Errorf("t%d: %v", i, err)
+				}
+				gones[i] = gone
+				if !gone {
+					revs[i] = nrev
+				}
+			}()
+		}
+		wg.Wait()
+		for i, gone := range gones {
+			if gone != (i == stale) {
+				t.Errorf("round %d, t%d: gone %v", round, i, gone)
+			}
+		}
+		recs, err := b.Expired(ctx, exp.Add(time.Second))
+		if err != nil || len(recs) != n {
+			t.Fatal(len(recs), err)
+		}
+		for _, r := range recs {
+			var i int
+			fmt.Sscanf(r.Tenant, "t%d", &i)
+			if i == stale {
+				continue
+			}
+			if r.Rev != revs[i] || r.Record.SpentMax != round {
+				t.Errorf("round %d, %s: rev %d spent_max %d, Put said rev %d", round, r.Tenant, r.Rev, r.Record.SpentMax, revs[i])
+			}
+		}
+	}
+	_, _, batches, updates := s.Batches()
+	if batches == 0 {
+		t.Error("no update was sent in a batch")
+	}
+	t.Logf("%d updates (3 rounds of %d at once) went in %d batches, %d in all; the rest one by one", 3*n, n, batches, updates)
+}
+
+// TestLedgerAddsAreGrouped: additions made at once go in atomic batches,
+// and each still gets the total its own increment made (on one counter:
+// every total from 1 to n exactly once); re-sent ones, mixed with new
+// ones, are recognised and not applied again.
+func TestLedgerAddsAreGrouped(t *testing.T) {
+	s := storetest.OpenSync(t)
+	ctx := context.Background()
+	const n, more = 300, 50
+	add := func(ids []string) (totals []int64, dups int) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, id := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				total, dup, err := s.Ledger.Add(ctx, "acme", "2026-11", 1, id)
+				if err != nil {
+					t.Errorf("%s: %v", id, err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if dup {
+					dups++
+				} else {
+					totals = append(totals, total)
+				}
+			}()
+		}
+		wg.Wait()
+		slices.Sort(totals)
+		return totals, dups
+	}
+	var ids []string
+	for i := 0; i < n; i++ {
+		ids = append(ids, fmt.Sprintf("a%d", i))
+	}
+	totals, dups := add(ids)
+	if len(totals) != n || dups != 0 {
+		t.Fatalf("%d totals, %d dups; want %d and none", len(totals), dups, n)
+	}
+	for i, total := range totals {
+		if total != int64(i+1) {
+			t.Fatalf("totals %v: want each of 1..%d once", totals, n)
+		}
+	}
+	for i := 0; i < more; i++ {
+		ids = append(ids, fmt.Sprintf("b%d", i))
+	}
+	totals, dups = add(ids)
+	if dups != n || len(totals) != more || totals[0] != n+1 || totals[more-1] != n+more {
+		t.Errorf("re-sent with %d new: %d dups, new totals %v; want %d dups and %d..%d", more, dups, totals, n, n+1, n+more)
+	}
+	if got, _ := s.Ledger.Total(ctx, "acme", "2026-11"); got != n+more {
+		t.Errorf("total %d, want %d", got, n+more)
+	}
+	lb, la, _, _ := s.Batches()
+	if lb == 0 {
+		t.Error("no addition was sent in a batch")
+	}
+	t.Logf("%d additions in %d batches, the rest alone", la, lb)
 }

@@ -17,29 +17,42 @@ import (
 type LeaseBook struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
-	// atomic says the bucket's stream takes atomic batches.
+	// atomic says the bucket's stream takes atomic batches; then w sends
+	// concurrent updates together.
 	atomic bool
+	w      *grouper[recordPut]
 }
 
 // Leases returns the lease book of s.
 func (s *Store) Leases() *LeaseBook {
-	return &LeaseBook{kv: s.leases, js: s.JS, atomic: s.leasesAtomic}
+	return &LeaseBook{kv: s.leases, js: s.JS, atomic: s.leasesAtomic, w: s.recordWriter}
 }
 
 func leaseKey(tenant, period, replica string) string { return tenant + "." + period + "." + replica }
 
-// Put implements limiter.LeaseBook.
+// Put implements limiter.LeaseBook. Updates made at the same time as
+// others are sent together (see recordWriter).
 func (b *LeaseBook) Put(ctx context.Context, tenant, period, replica string, r limiter.LeaseRecord, rev uint64) (uint64, bool, error) {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return 0, false, err
 	}
 	key := leaseKey(tenant, period, replica)
+	if rev != 0 && b.w != nil {
+		return updateRecord(ctx, b.w, key, v, rev)
+	}
+	return putOne(ctx, b.kv, key, v, rev)
+}
+
+// putOne writes one record: creates it when rev is 0, else updates it if
+// its revision is still rev. gone reports that it was not so.
+func putOne(ctx context.Context, kv jetstream.KeyValue, key string, v []byte, rev uint64) (uint64, bool, error) {
 	var n uint64
+	var err error
 	if rev == 0 {
-		n, err = b.kv.Create(ctx, key, v)
+		n, err = kv.Create(ctx, key, v)
 	} else {
-		n, err = b.kv.Update(ctx, key, v, rev)
+		n, err = kv.Update(ctx, key, v, rev)
 	}
 	var apiErr *jetstream.APIError
 	switch {

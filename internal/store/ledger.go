@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -26,8 +25,10 @@ import (
 type Ledger struct {
 	js      jetstream.JetStream
 	streams []jetstream.Stream
-	// atomic says every ledger stream takes atomic batches (AddAll).
-	atomic bool
+	// atomic says every ledger stream takes atomic batches (AddAll); then
+	// writers, one per stream, send concurrent additions together.
+	atomic  bool
+	writers []*grouper[ledgerAdd]
 }
 
 // ledgerHistory bounds the messages kept per tenant and period: enough to
@@ -69,6 +70,11 @@ func openLedger(ctx context.Context, js jetstream.JetStream, o Options) (*Ledger
 		l.atomic = l.atomic && st.CachedInfo().Config.AllowAtomicPublish
 		l.streams = append(l.streams, st)
 	}
+	if l.atomic {
+		for i := range l.streams {
+			l.writers = append(l.writers, newLedgerWriter(l, i, o.Timeout))
+		}
+	}
 	return l, nil
 }
 
@@ -91,9 +97,25 @@ func (l *Ledger) subject(tenant, period string) (int, string) {
 // within the stream's duplicate window: retry a failed Add with the same
 // id. When the server recognises a duplicate its ack carries no total;
 // Add then reads the current total instead and reports dup, and the
-// current total may include later increments of others.
+// current total may include later increments of others. Additions made at
+// the same time as others are sent together (see grouper).
 func (l *Ledger) Add(ctx context.Context, tenant, period string, delta int64, msgID string) (total int64, dup bool, err error) {
-	_, subj := l.subject(tenant, period)
+	i, subj := l.subject(tenant, period)
+	if l.writers == nil {
+		return l.addOne(ctx, i, subj, delta, msgID)
+	}
+	a := &ledgerAdd{subj: subj, id: msgID, delta: delta, done: make(chan ledgerAddResult, 1)}
+	l.writers[i].submit(a)
+	select {
+	case r := <-a.done:
+		return r.total, r.dup, r.err
+	case <-ctx.Done():
+		// As with a single write that timed out: it may yet be applied.
+		return 0, false, fmt.Errorf("store: ledger add %s: %w", subj, ctx.Err())
+	}
+}
+
+func incrMsg(subj string, delta int64, msgID string) *nats.Msg {
 	m := nats.NewMsg(subj)
 	incr := strconv.FormatInt(delta, 10)
 	if delta >= 0 {
@@ -101,12 +123,17 @@ func (l *Ledger) Add(ctx context.Context, tenant, period string, delta int64, ms
 	}
 	m.Header.Set("Nats-Incr", incr)
 	m.Header.Set(nats.MsgIdHdr, msgID)
-	ack, err := l.js.PublishMsg(ctx, m)
+	return m
+}
+
+// addOne sends one addition on its own.
+func (l *Ledger) addOne(ctx context.Context, i int, subj string, delta int64, msgID string) (total int64, dup bool, err error) {
+	ack, err := l.js.PublishMsg(ctx, incrMsg(subj, delta, msgID))
 	if err != nil {
 		return 0, false, fmt.Errorf("store: ledger add %s: %w", subj, err)
 	}
 	if ack.Duplicate || ack.Value == "" {
-		total, err := l.Total(ctx, tenant, period)
+		total, err := l.totalOf(ctx, i, subj)
 		return total, true, err
 	}
 	total, err = strconv.ParseInt(ack.Value, 10, 64)
@@ -119,6 +146,10 @@ func (l *Ledger) Add(ctx context.Context, tenant, period string, delta int64, ms
 // Total returns the counter of tenant and period (0 when it has none).
 func (l *Ledger) Total(ctx context.Context, tenant, period string) (int64, error) {
 	i, subj := l.subject(tenant, period)
+	return l.totalOf(ctx, i, subj)
+}
+
+func (l *Ledger) totalOf(ctx context.Context, i int, subj string) (int64, error) {
 	msg, err := l.streams[i].GetLastMsgForSubject(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
@@ -126,14 +157,9 @@ func (l *Ledger) Total(ctx context.Context, tenant, period string) (int64, error
 	if err != nil {
 		return 0, fmt.Errorf("store: ledger total %s: %w", subj, err)
 	}
-	var v struct {
-		Val string `json:"val"`
-	}
-	if err := json.Unmarshal(msg.Data, &v); err != nil {
+	total, err := counterValue(msg.Data)
+	if err != nil {
 		return 0, fmt.Errorf("store: ledger total %s: %w", subj, err)
 	}
-	if v.Val == "" {
-		return 0, nil
-	}
-	return strconv.ParseInt(v.Val, 10, 64)
+	return total, nil
 }

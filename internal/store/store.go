@@ -75,8 +75,10 @@ type Store struct {
 	LimitRequests jetstream.KeyValue
 	Ledger        *Ledger
 	leases        jetstream.KeyValue
-	// leasesAtomic says the leases bucket takes atomic batches.
+	// leasesAtomic says the leases bucket takes atomic batches;
+	// recordWriter then groups concurrent lease record updates.
 	leasesAtomic bool
+	recordWriter *grouper[recordPut]
 
 	server  *server.Server
 	timeout time.Duration
@@ -167,6 +169,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	// Lease records of many tenants are written at once on shutdown.
 	s.leasesAtomic = batchSupport(nc.ConnectedServerVersion()) && enableAtomic(ctx, s.JS, "KV_"+BucketLeases)
+	if s.leasesAtomic {
+		s.recordWriter = newRecordWriter(s.leases, s.JS, o.Timeout)
+	}
 	if s.Ledger, err = openLedger(ctx, s.JS, o); err != nil {
 		s.Close()
 		return nil, err
