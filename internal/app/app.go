@@ -221,6 +221,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tollgate_lease_record_writes_total", Help: "Writes of this replica's lease records.",
 	}, func() float64 { return float64(a.quotas.RecordOps()) }))
+	reg.MustRegister(quotaWaits{a.quotas})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tollgate_credentials", Help: "Credentials held in memory.",
 	}, func() float64 { return float64(a.creds.Len()) }))
@@ -480,4 +481,23 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// quotaWaits exports the admissions that waited on the quota ledger or a
+// lease record (the limiter's slow path) as a histogram: its count is the
+// number of such admissions, its sum their total wait.
+type quotaWaits struct{ q *limiter.Quotas }
+
+var quotaWaitsDesc = prometheus.NewDesc("tollgate_quota_wait_seconds",
+	"Time admissions waited on the quota ledger or a lease record (reservations and record writes on the request path).", nil, nil)
+
+func (w quotaWaits) Describe(ch chan<- *prometheus.Desc) { ch <- quotaWaitsDesc }
+
+func (w quotaWaits) Collect(ch chan<- prometheus.Metric) {
+	ws := w.q.Waits()
+	buckets := make(map[float64]uint64, len(ws.Buckets))
+	for i, ub := range limiter.WaitBuckets {
+		buckets[ub.Seconds()] = uint64(ws.Buckets[i])
+	}
+	ch <- prometheus.MustNewConstHistogram(quotaWaitsDesc, uint64(ws.Count), ws.Sum.Seconds(), buckets)
 }

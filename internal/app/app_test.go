@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,6 +140,23 @@ func TestQuotaThroughTheWholeApp(t *testing.T) {
 	r.admin(t, "GET", "/v1/tenants/small/usage", "", &u)
 	if u.Used != 5 || u.Remaining != 0 || u.Limit != 5 {
 		t.Errorf("usage = %+v, want 5 used of 5", u)
+	}
+	// The tenant's first request reserved its lease on the request path;
+	// the refusals waited for the ledger too (to learn nothing was left).
+	resp, err := http.Get("http://" + r.a.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var waits int
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if v, ok := strings.CutPrefix(line, "tollgate_quota_wait_seconds_count "); ok {
+			waits, _ = strconv.Atoi(v)
+		}
+	}
+	if waits < 1 || !strings.Contains(string(metrics), `tollgate_quota_wait_seconds_bucket{le="0.1"}`) {
+		t.Errorf("tollgate_quota_wait_seconds: count %d, want at least 1 and buckets, in\n%s", waits, metrics)
 	}
 }
 
