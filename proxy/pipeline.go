@@ -44,7 +44,7 @@ type pipeline struct {
 	read    time.Duration
 	write   time.Duration
 	idle    time.Duration
-	calls   sync.Pool // of *pipeCall
+	calls   chan *pipeCall // free list (not a sync.Pool, which drops items at random under the race detector)
 	closed  atomic.Bool
 }
 
@@ -102,7 +102,7 @@ func newPipeline(addr string, conns, maxBody int, dial func(string) (net.Conn, e
 	}
 	p := &pipeline{slots: make([]pipeSlot, max(conns, 1)), addr: addr, dial: dial, tls: tlsConf, maxBody: maxBody,
 		read: read, write: write, idle: idle}
-	p.calls.New = func() any { return &pipeCall{done: make(chan error, 1)} }
+	p.calls = make(chan *pipeCall, maxQueued)
 	return p
 }
 
@@ -114,7 +114,12 @@ func (p *pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 	// A retry goes to the same slot: its failed connection is replaced.
 	s := p.pick()
 	for attempt := 0; ; attempt++ {
-		call := p.calls.Get().(*pipeCall)
+		var call *pipeCall
+		select {
+		case call = <-p.calls:
+		default:
+			call = &pipeCall{done: make(chan error, 1)}
+		}
 		call.req, call.resp, call.retry = req, resp, false
 		s.queued.Add(1)
 		err := p.send(s, call)
@@ -124,7 +129,10 @@ func (p *pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 		s.queued.Add(-1)
 		retry := call.retry
 		call.req, call.resp = nil, nil
-		p.calls.Put(call)
+		select {
+		case p.calls <- call:
+		default:
+		}
 		if err == nil || !retry || attempt == maxAttempts-1 || !idempotent(req.Header.Method()) {
 			return err
 		}
