@@ -895,7 +895,10 @@ func (q *Quotas) refillLoop(ctx context.Context) {
 // refillOne reserves st's next lease if it runs low and raises its
 // recorded spending bound.
 func (q *Quotas) refillOne(st *tenantState) {
-	st.queued.Store(false)
+	// Clear queued when done, not before: requests that pass the low-water
+	// mark meanwhile must not start more refills of the same tenant, which
+	// would each write its lease record as spending moves on.
+	defer st.queued.Store(false)
 	if !q.o.Available() || q.closing.Load() {
 		return
 	}
