@@ -222,13 +222,14 @@ type tenantState struct {
 	openUsed  atomic.Int64          // admitted on the open allowance in this outage
 	openOwed  atomic.Int64          // of which not yet sent to the ledger
 
-	mu        sync.Mutex // serialises reservations; protects the fields below
-	period    Period
-	lease     int64     // size of the next reservation
-	leaseAt   time.Time // when the last reservation was granted
-	leaseUsed int64     // tokens granted by the last reservation
-	rev       uint64    // revision of our lease record, 0 when there is none
-	recExp    time.Time // expiry written in our lease record
+	mu          sync.Mutex // serialises reservations; protects the fields below
+	period      Period
+	lease       int64     // size of the next reservation
+	leaseAt     time.Time // when the last reservation was granted
+	leaseUsed   int64     // tokens granted by the last reservation
+	rev         uint64    // revision of our lease record, 0 when there is none
+	recExp      time.Time // expiry written in our lease record
+	recReserved int64     // tokens reserved as written in our lease record
 }
 
 // NewQuotas returns a manager; call Run to start its background work and
@@ -999,7 +1000,10 @@ func (q *Quotas) recordLocked(st *tenantState, need int64) error {
 	g := st.granted.Load()
 	spent := g - st.avail.Load()
 	w := min(g, max(st.spentMax.Load(), spent+need+st.step()))
-	if w == st.spentMax.Load() && st.rev != 0 && q.o.Now().Add(q.o.LeaseTTL/2).Before(st.recExp) {
+	// Skip the write only if the record says all of it already: a lease
+	// granted since the last write must be recorded too, or a sweeper
+	// after a crash would return only the tokens of the older leases.
+	if w == st.spentMax.Load() && g == st.recReserved && st.rev != 0 && q.o.Now().Add(q.o.LeaseTTL/2).Before(st.recExp) {
 		return nil
 	}
 	if err := q.putRecordLocked(st, LeaseRecord{Reserved: g, SpentMax: w, Expires: q.o.Now().Add(q.o.LeaseTTL)}); err != nil {
@@ -1023,7 +1027,7 @@ func (q *Quotas) putRecordLocked(st *tenantState, rec LeaseRecord) error {
 			return err
 		}
 		if !gone {
-			st.rev, st.recExp = rev, rec.Expires
+			st.rev, st.recExp, st.recReserved = rev, rec.Expires, rec.Reserved
 			return nil
 		}
 		swept := st.granted.Load() - st.spentMax.Load()
