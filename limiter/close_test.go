@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,20 +25,7 @@ func closeTenants(def int) int {
 }
 
 // parallel runs f(i) for i in [0, n) on 32 goroutines.
-func parallel(n int, f func(i int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
-}
+func parallel(n int, f func(i int)) { limiter.Workers(n, 32, f) }
 
 // holdLeases makes n tenants each hold a lease with a record on q: tenant
 // i is admitted 11 + i%3 times (a tenant's first lease, of 10 tokens, has
@@ -248,23 +234,7 @@ func TestCloseStopsAtDeadline(t *testing.T) {
 
 	// The victim is gone. Past the records' expiry a survivor sweeps them.
 	c.Set(c.Now().Add(ttl + time.Second))
-	survivor := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Leases: storetest.Connect(t, s).Leases(), Limits: l.get,
-		Now: c.Now, MaxLease: 1000, ReplicaID: "survivor", LeaseIdle: time.Hour, LeaseTTL: ttl, Timeout: 30 * time.Second})
-	rctx, rcancel := context.WithCancel(context.Background())
-	rdone := make(chan struct{})
-	go func() { _ = survivor.Run(rctx); close(rdone) }()
-	defer func() { rcancel(); <-rdone }()
-	storetest.CheckFor(t, 120*time.Second, 250*time.Millisecond, func() error {
-		if k := len(records(t, s)); k > 0 {
-			// Sweeps run every lease_ttl/3 of the survivor's clock.
-			c.Set(c.Now().Add(time.Second))
-			return fmt.Errorf("%d records not swept yet", k)
-		}
-		if p := survivor.Pending(); p > 0 {
-			return fmt.Errorf("%d returns not sent yet", p)
-		}
-		return nil
-	})
+	sweepAll(t, s, c, l.get, ttl, 120*time.Second)
 	final := ledgerTotals(t, s, n, period)
 	var over int64
 	for i := 0; i < n; i++ {
@@ -389,22 +359,7 @@ func TestCloseInterruptedReturnsAreExact(t *testing.T) {
 					later = limiter.DuplicateWindow + time.Second
 				}
 				c.Set(c.Now().Add(later))
-				survivor := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Leases: storetest.Connect(t, s).Leases(), Limits: l.get,
-					Now: c.Now, MaxLease: 1000, ReplicaID: "survivor", LeaseIdle: time.Hour, LeaseTTL: ttl, Timeout: 30 * time.Second})
-				rctx, rcancel := context.WithCancel(context.Background())
-				rdone := make(chan struct{})
-				go func() { _ = survivor.Run(rctx); close(rdone) }()
-				defer func() { rcancel(); <-rdone }()
-				storetest.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
-					if k := len(records(t, s)); k > 0 {
-						c.Set(c.Now().Add(time.Second))
-						return fmt.Errorf("%d records not swept yet", k)
-					}
-					if p := survivor.Pending(); p > 0 {
-						return fmt.Errorf("%d returns not sent yet", p)
-					}
-					return nil
-				})
+				sweepAll(t, s, c, l.get, ttl, 60*time.Second)
 				final := ledgerTotals(t, s, n, period)
 				var stranded int64
 				for i := 0; i < n; i++ {
@@ -428,4 +383,27 @@ func TestCloseInterruptedReturnsAreExact(t *testing.T) {
 			})
 		}
 	}
+}
+
+// sweepAll runs a survivor replica on c's clock until it has swept every
+// lease record of s and sent the returns, moving the clock a second at a
+// time (sweeps run every lease_ttl/3 of its clock).
+func sweepAll(t *testing.T, s *store.Store, c *clock, limits func(string) (limiter.Limit, bool), ttl, within time.Duration) {
+	t.Helper()
+	survivor := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Leases: storetest.Connect(t, s).Leases(), Limits: limits,
+		Now: c.Now, MaxLease: 1000, ReplicaID: "survivor", LeaseIdle: time.Hour, LeaseTTL: ttl, Timeout: 30 * time.Second})
+	rctx, rcancel := context.WithCancel(context.Background())
+	rdone := make(chan struct{})
+	go func() { _ = survivor.Run(rctx); close(rdone) }()
+	defer func() { rcancel(); <-rdone }()
+	storetest.CheckFor(t, within, 250*time.Millisecond, func() error {
+		if k := len(records(t, s)); k > 0 {
+			c.Set(c.Now().Add(time.Second))
+			return fmt.Errorf("%d records not swept yet", k)
+		}
+		if p := survivor.Pending(); p > 0 {
+			return fmt.Errorf("%d returns not sent yet", p)
+		}
+		return nil
+	})
 }

@@ -1,0 +1,4 @@
+package limiter
+
+// Workers runs f(i) for i in [0, n) on w goroutines, as Close does.
+var Workers = workers
