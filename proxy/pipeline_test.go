@@ -24,8 +24,7 @@ func TestPipelinedUpstream(t *testing.T) {
 		ctx.SetBodyString("echo " + string(ctx.RequestURI()))
 	})
 	h := start(t, func(c *config.Config) {
-		c.Upstreams["piped"] = config.Upstream{URL: "http://" + be.addr, Pipeline: &config.Pipeline{Conns: 2}}
-		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+		pipedRoute(c, config.Upstream{URL: "http://" + be.addr, Pipeline: &config.Pipeline{Conns: 2}})
 	}, proxy.Options{})
 	// Many concurrent requests over two pipelined connections: each
 	// answer belongs to its own request.
@@ -73,9 +72,8 @@ func TestPipelinedUpstreamTimeout(t *testing.T) {
 		ctx.SetBodyString("ok")
 	})
 	h := start(t, func(c *config.Config) {
-		c.Upstreams["piped"] = config.Upstream{URL: "http://" + be.addr, ReadTimeout: config.Duration(200 * time.Millisecond),
-			Pipeline: &config.Pipeline{Conns: 1}}
-		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+		pipedRoute(c, config.Upstream{URL: "http://" + be.addr, ReadTimeout: config.Duration(200 * time.Millisecond),
+			Pipeline: &config.Pipeline{Conns: 1}})
 	}, proxy.Options{})
 	if resp := h.do(t, "GET", "/p/fast", map[string]string{"X-API-Key": goodKey}); resp.StatusCode() != 200 {
 		t.Fatalf("fast request: %d", resp.StatusCode())
@@ -105,15 +103,9 @@ func TestPipelinedUpstreamClosesConnections(t *testing.T) {
 		}
 		ctx.SetBodyString("echo " + string(ctx.RequestURI()))
 	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go be.Serve(ln)
-	t.Cleanup(func() { _ = be.Shutdown() })
+	addr := serve(t, be)
 	h := start(t, func(c *config.Config) {
-		c.Upstreams["piped"] = config.Upstream{URL: "http://" + ln.Addr().String(), Pipeline: &config.Pipeline{Conns: 2}}
-		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+		pipedRoute(c, config.Upstream{URL: "http://" + addr, Pipeline: &config.Pipeline{Conns: 2}})
 	}, proxy.Options{})
 	get := func(uri string) {
 		t.Helper()
@@ -146,8 +138,7 @@ func TestPipelinedUpstreamHead(t *testing.T) {
 		ctx.SetBodyString("echo " + string(ctx.RequestURI()))
 	})
 	h := start(t, func(c *config.Config) {
-		c.Upstreams["piped"] = config.Upstream{URL: "http://" + be.addr, Pipeline: &config.Pipeline{Conns: 1}}
-		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+		pipedRoute(c, config.Upstream{URL: "http://" + be.addr, Pipeline: &config.Pipeline{Conns: 1}})
 	}, proxy.Options{})
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
@@ -191,15 +182,9 @@ func TestPipelinedClientConnectionClose(t *testing.T) {
 			ctx.SetBodyString("ok")
 		},
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go be.Serve(ln)
-	t.Cleanup(func() { _ = be.Shutdown() })
+	addr := serve(t, be)
 	h := start(t, func(c *config.Config) {
-		c.Upstreams["piped"] = config.Upstream{URL: "http://" + ln.Addr().String(), Pipeline: &config.Pipeline{Conns: 1}}
-		c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
+		pipedRoute(c, config.Upstream{URL: "http://" + addr, Pipeline: &config.Pipeline{Conns: 1}})
 	}, proxy.Options{})
 	for i := 0; i < 5; i++ {
 		r := h.raw(t, "GET /p/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: "+goodKey+"\r\n\r\n")
@@ -221,14 +206,9 @@ func TestPooledUpstreamClosedWhileIdle(t *testing.T) {
 	be := &fasthttp.Server{IdleTimeout: 300 * time.Millisecond, Handler: func(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString("echo " + string(ctx.RequestURI()))
 	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go be.Serve(ln)
-	t.Cleanup(func() { _ = be.Shutdown() })
+	addr := serve(t, be)
 	h := start(t, func(c *config.Config) {
-		c.Upstreams["pooled"] = config.Upstream{URL: "http://" + ln.Addr().String(), ReadTimeout: config.Duration(10 * time.Second)}
+		c.Upstreams["pooled"] = config.Upstream{URL: "http://" + addr, ReadTimeout: config.Duration(10 * time.Second)}
 		c.Routes = append(c.Routes, config.Route{PathPrefix: "/q", Upstream: "pooled", StripPrefix: true, Auth: []string{"api_key"}})
 	}, proxy.Options{})
 	for i := 0; i < 4; i++ {
@@ -242,4 +222,23 @@ func TestPooledUpstreamClosedWhileIdle(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// serve runs a backend server on a loopback port for the test's duration.
+func serve(t *testing.T, be *fasthttp.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go be.Serve(ln)
+	t.Cleanup(func() { _ = be.Shutdown() })
+	return ln.Addr().String()
+}
+
+// pipedRoute adds upstream "piped" and a keyed route /p (prefix stripped)
+// to it.
+func pipedRoute(c *config.Config, u config.Upstream) {
+	c.Upstreams["piped"] = u
+	c.Routes = append(c.Routes, config.Route{PathPrefix: "/p", Upstream: "piped", StripPrefix: true, Auth: []string{"api_key"}})
 }
