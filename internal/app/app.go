@@ -409,14 +409,13 @@ func (m *keyMirror) Loaded() {
 	m.set.Replace(cs)
 }
 
+// Snapshot implements store.Mirror, through the Loader methods.
 func (m *keyMirror) Snapshot(entries map[string][]byte) {
-	cs := make([]*authn.Credential, 0, len(entries))
-	for _, v := range entries {
-		if c := decodeKey(v); c != nil {
-			cs = append(cs, c)
-		}
+	m.BeginLoad()
+	for id, v := range entries {
+		m.Load(id, v)
 	}
-	m.set.Replace(cs)
+	m.Loaded()
 }
 
 func (m *keyMirror) Update(id string, v []byte) {

@@ -34,12 +34,7 @@ func BenchmarkCredentialMemory(b *testing.B) {
 		}
 		before := liveHeap()
 		set := authn.NewSet()
-		m := &keyMirror{set: set}
-		m.BeginLoad()
-		for id, v := range entries {
-			m.Load(id, v)
-		}
-		m.Loaded()
+		(&keyMirror{set: set}).Snapshot(entries)
 		after := liveHeap()
 		if set.Len() != n {
 			b.Fatalf("%d credentials loaded, want %d", set.Len(), n)

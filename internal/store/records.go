@@ -76,21 +76,13 @@ type JSONMirror[T any] struct {
 // NewJSONMirror returns an empty mirror.
 func NewJSONMirror[T any]() *JSONMirror[T] { return &JSONMirror[T]{m: map[string]*T{}} }
 
-// Snapshot implements Mirror.
+// Snapshot implements Mirror, through the Loader methods.
 func (jm *JSONMirror[T]) Snapshot(entries map[string][]byte) {
-	m := make(map[string]*T, len(entries))
+	jm.BeginLoad()
 	for k, v := range entries {
-		var t T
-		if json.Unmarshal(v, &t) == nil {
-			m[k] = &t
-		}
+		jm.Load(k, v)
 	}
-	jm.mu.Lock()
-	jm.m = m
-	jm.mu.Unlock()
-	if jm.OnChange != nil {
-		jm.OnChange("")
-	}
+	jm.Loaded()
 }
 
 // BeginLoad implements Loader.
