@@ -289,10 +289,7 @@ func (c *idleConn) flushAndAwait(bw *bufio.Writer) (flushErr error) {
 	if c.raw == nil || now.Sub(c.lastRead) > time.Second {
 		return bw.Flush()
 	}
-	if c.read > 0 && now.Sub(c.readSet) > c.read/8 {
-		c.readSet = now
-		_ = c.Conn.SetReadDeadline(now.Add(c.read))
-	}
+	c.renewRead(now)
 	c.pending, c.flushed, c.flushErr = bw, false, nil
 	_ = c.raw.Read(c.awaitFn) // a failed wait (deadline) is met again by the read that follows
 	flushErr, c.pending, c.flushErr = c.flushErr, nil, nil
@@ -311,13 +308,19 @@ func (c *idleConn) await(uintptr) bool {
 func (c *idleConn) Read(b []byte) (int, error) {
 	if c.read > 0 {
 		now := time.Now()
-		if now.Sub(c.readSet) > c.read/8 {
-			c.readSet = now
-			_ = c.Conn.SetReadDeadline(now.Add(c.read))
-		}
+		c.renewRead(now)
 		c.lastRead = now // when this read began: never later than the truth
 	}
 	return c.Conn.Read(b)
+}
+
+// renewRead moves the read deadline to now+read once an eighth of the
+// timeout has passed since it was last set.
+func (c *idleConn) renewRead(now time.Time) {
+	if c.read > 0 && now.Sub(c.readSet) > c.read/8 {
+		c.readSet = now
+		_ = c.Conn.SetReadDeadline(now.Add(c.read))
+	}
 }
 
 func (c *idleConn) Write(b []byte) (int, error) {
