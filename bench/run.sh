@@ -111,7 +111,7 @@ SYNC_ALWAYS=${BENCH_SYNC_ALWAYS:-true}
 MAX_LEASE=${BENCH_MAX_LEASE:-}
 # tollgate's default quota.max_lease (internal/config/config.go); only used
 # to bound the quota check and to label the tables.
-DEFAULT_MAX_LEASE=1000
+DEFAULT_MAX_LEASE=10000
 PIPELINE=${BENCH_PIPELINE:-}
 PIPE_CONNS=${BENCH_PIPE_CONNS:-${PIPELINE:-4}}
 

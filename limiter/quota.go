@@ -643,7 +643,7 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 		// Size the next lease to LeaseHorizon of this tenant's rate.
 		el := max(now.Sub(st.leaseAt), time.Millisecond)
 		rate := float64(st.leaseUsed) / el.Seconds()
-		st.lease = int64(min(max(rate*q.o.LeaseHorizon.Seconds(), 1), float64(q.o.MaxLease), float64(max(st.lease, 1)*4)))
+		st.lease = int64(min(max(rate*q.o.LeaseHorizon.Seconds(), 1), float64(q.leaseCap(limit)), float64(max(st.lease, 1)*4)))
 	}
 	st.leaseAt, st.leaseUsed = now, granted
 	if granted > 0 {
@@ -669,6 +669,27 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 
 // firstLease is the size of a tenant's first lease in a period.
 const firstLease = 10
+
+// leaseShare and leaseShareFloor bound a lease by the tenant's limit: no
+// more than a thousandth of it, unless that is under leaseShareFloor
+// tokens. A crash strands at most half a lease, so for a big tenant that
+// is at most 0.05 % of its month, while a busy tenant of a big plan costs
+// few ledger and record writes (each one fsync'd, and on the replica's
+// own CPU with the embedded server): at 5,000 requests/s a lease of 1,000
+// meant 5 ledger and about 14 record writes a second, and they showed in
+// the proxy's p99 (bench/RESULTS.md).
+const (
+	leaseShare      = 1000
+	leaseShareFloor = 1000
+)
+
+// leaseCap is the largest lease for a tenant whose limit is limit.
+func (q *Quotas) leaseCap(limit int64) int64 {
+	if limit == math.MaxInt64 {
+		return q.o.MaxLease
+	}
+	return min(q.o.MaxLease, max(limit/leaseShare, leaseShareFloor))
+}
 
 func (q *Quotas) nextLease(st *tenantState) int64 {
 	if st.lease == 0 {

@@ -279,3 +279,48 @@ func BenchmarkAdmit(b *testing.B) {
 	})
 	b.ReportMetric(float64(q.LedgerOps())*1000/float64(b.N+1), "ledger-ops/1000")
 }
+
+// A lease holds at most MaxLease tokens and, above 1,000, at most a
+// thousandth of the tenant's limit: a busy tenant of a big plan costs few
+// ledger writes, and a small plan strands little on a crash.
+func TestQuotaLeaseCappedByLimit(t *testing.T) {
+	s := storetest.Open(t)
+	cases := []struct {
+		monthly        int64
+		cap            int64 // the largest lease
+		minOps, maxOps int64 // about n/cap reservations, plus the first small ones
+	}{
+		{monthly: 1_000_000_000_000, cap: 10_000, minOps: 20, maxOps: 40}, // MaxLease
+		{monthly: 5_000_000, cap: 5_000, minOps: 40, maxOps: 60},          // a thousandth
+		{monthly: 300_000, cap: 1_000, minOps: 200, maxOps: 220},          // the floor
+	}
+	const n = 200_000
+	ctx := context.Background()
+	for i, tc := range cases {
+		tenant := fmt.Sprintf("t%d", i)
+		l := &limits{m: map[string]limiter.Limit{tenant: {Monthly: tc.monthly}}}
+		q, _ := replica(t, s, "r-"+tenant, l, time.Now, 10_000)
+		for k := 0; k < n; k++ {
+			if d := q.Admit(tenant, 1); !d.Allowed {
+				t.Fatalf("%s: admit %d refused: %+v", tenant, k, d)
+			}
+		}
+		ops := q.LedgerOps()
+		u, err := q.Usage(ctx, tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total, err := s.Ledger.Total(ctx, tenant, u.Period)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("limit %d: %d admitted with %d ledger operations; %d reserved and unspent", tc.monthly, n, ops, total-n)
+		if ops < tc.minOps || ops > tc.maxOps {
+			t.Errorf("limit %d: %d ledger operations for %d requests, want %d-%d (leases of %d)", tc.monthly, ops, n, tc.minOps, tc.maxOps, tc.cap)
+		}
+		// At most the lease being spent and one refilled ahead of it.
+		if held := total - n; held < 0 || held > 2*tc.cap {
+			t.Errorf("limit %d: %d tokens reserved and unspent, want 0-%d", tc.monthly, held, 2*tc.cap)
+		}
+	}
+}

@@ -141,8 +141,10 @@ type Quota struct {
 	// Timezone of the calendar month. Default UTC.
 	Timezone string `yaml:"timezone"`
 	// MaxLease is the largest number of tokens one replica reserves at a
-	// time for one tenant. Leases are sized to about two seconds of the
-	// tenant's traffic, so this caps only busy tenants. Default 1000.
+	// time for one tenant. Leases are sized to lease_horizon of the
+	// tenant's traffic and to at most a thousandth of its monthly limit
+	// (or 1,000 tokens, whichever is more), so this caps only busy tenants
+	// of big plans. Default 10000.
 	MaxLease int64 `yaml:"max_lease"`
 	// LeaseIdle returns unused tokens of a lease not used for this long.
 	// Default 30s.
@@ -299,7 +301,7 @@ func Default() *Config {
 			Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential",
 			AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
 		},
-		Quota:       Quota{Timezone: "UTC", MaxLease: 1000, LeaseIdle: Duration(30 * time.Second), LeaseHorizon: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
+		Quota:       Quota{Timezone: "UTC", MaxLease: 10000, LeaseIdle: Duration(30 * time.Second), LeaseHorizon: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
 		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests"},
 		Log:         Log{Level: "info", Access: &access},
 	}

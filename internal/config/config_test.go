@@ -108,7 +108,7 @@ func TestShippedConfigParses(t *testing.T) {
 			if got, want := c.Headers, wantHeaders; got != want {
 				t.Errorf("Headers = %+v, want %+v", got, want)
 			}
-			if got, want := c.Quota, (Quota{Timezone: "UTC", MaxLease: 1000, LeaseIdle: Duration(30 * time.Second), LeaseHorizon: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)}); got != want {
+			if got, want := c.Quota, (Quota{Timezone: "UTC", MaxLease: 10000, LeaseIdle: Duration(30 * time.Second), LeaseHorizon: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)}); got != want {
 				t.Errorf("Quota = %+v, want %+v", got, want)
 			}
 			if got, want := c.Location, time.UTC; got != want {
