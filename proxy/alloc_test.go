@@ -59,7 +59,7 @@ func testHotPathAllocs(t *testing.T, pipelined, tcp bool) {
 	}
 	pLn := fasthttputil.NewInmemoryListener()
 	srv := p.Server(c)
-	go srv.Serve(pLn)
+	go srv.Serve(proxy.Listener(pLn))
 	defer srv.Shutdown()
 	hc := &fasthttp.HostClient{Addr: "proxy", Dial: func(string) (net.Conn, error) { return pLn.Dial() }}
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()

@@ -48,7 +48,7 @@ func benchmarkHandler(b *testing.B, pipelined bool) {
 	}
 	pLn := fasthttputil.NewInmemoryListener()
 	srv := p.Server(c)
-	go srv.Serve(pLn)
+	go srv.Serve(proxy.Listener(pLn))
 	defer srv.Shutdown()
 
 	hc := &fasthttp.HostClient{Addr: "proxy", Dial: func(string) (net.Conn, error) { return pLn.Dial() }, MaxConns: 64}

@@ -170,7 +170,7 @@ func start(t testing.TB, mutate func(c *config.Config), o proxy.Options) *harnes
 		t.Fatal(err)
 	}
 	srv := p.Server(c)
-	go func() { _ = srv.Serve(ln) }()
+	go func() { _ = srv.Serve(proxy.Listener(ln)) }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	return &harness{addr: ln.Addr().String(), be: be, p: p}
 }
@@ -478,3 +478,53 @@ func TestReloadSwapsRoutes(t *testing.T) {
 }
 
 func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// A client may send its next request before it has read the answer to the
+// last one (HTTP/1.1 pipelining), in the same write or later while the
+// first is in flight. The client listener yields before reading after a
+// write (proxy.Listener); it must still serve every request, in order and
+// without waiting for a timeout.
+func TestClientPipelining(t *testing.T) {
+	h := start(t, nil, proxy.Options{})
+	conn, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	get := func(path string) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: x\r\nX-API-Key: " + goodKey + "\r\n\r\n"
+	}
+	br := bufio.NewReader(conn)
+	expect := func(want ...int) {
+		t.Helper()
+		for i, status := range want {
+			resp := fasthttp.AcquireResponse()
+			if err := resp.Read(br); err != nil {
+				t.Fatalf("answer %d of %d: %v", i+1, len(want), err)
+			}
+			if got := resp.StatusCode(); got != status {
+				t.Errorf("answer %d of %d: status %d, want %d", i+1, len(want), got, status)
+			}
+			fasthttp.ReleaseResponse(resp)
+		}
+	}
+	// Three requests in one write.
+	if _, err := io.WriteString(conn, get("/api/1")+get("/nowhere")+get("/api/2")); err != nil {
+		t.Fatal(err)
+	}
+	expect(200, 404, 200)
+	// The next one sent while the one before is answered and not yet
+	// read, then one after a pause: a read that waited for a readiness
+	// already seen would hang here until the deadline.
+	for i := 0; i < 20; i++ {
+		if _, err := io.WriteString(conn, get("/api/3")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+		if _, err := io.WriteString(conn, get("/nowhere")); err != nil {
+			t.Fatal(err)
+		}
+		expect(200, 404)
+	}
+}

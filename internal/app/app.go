@@ -256,7 +256,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		go func() { defer bg.Done(); access.Run(logDone) }()
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(pln) }()
+	go func() { errc <- srv.Serve(proxy.Listener(pln)) }()
 	go func() {
 		if err := adm.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
