@@ -69,32 +69,74 @@ func (b *LeaseBook) Delete(ctx context.Context, tenant, period, replica string, 
 	return b.kv.Delete(ctx, leaseKey(tenant, period, replica), jetstream.LastRevision(rev))
 }
 
-// Expired implements limiter.LeaseBook. It reads every record: lease
-// records are few (active tenants × replicas) and swept every few seconds.
+// Expired implements limiter.LeaseBook. It reads the latest message of
+// every key in one pass, through an ordered consumer, instead of listing
+// the keys and fetching each (a round trip per record: 35 µs a record, so
+// 3.5 s a sweep for 100,000 records, against 5 µs; see
+// BenchmarkLeaseBookExpired). It reads until the stream's last message as
+// the sweep began, keeping the last value of each key. (ListKeys, used
+// before, ends at the KV watcher's "initial values done" marker, which can
+// come before every key was delivered while records are being written:
+// TestLeaseBookExpiredWhileWritten.)
 func (b *LeaseBook) Expired(ctx context.Context, t time.Time) ([]limiter.ExpiredLease, error) {
-	lister, err := b.kv.ListKeys(ctx)
+	prefix := "$KV." + b.kv.Bucket() + "."
+	stream, err := b.js.Stream(ctx, "KV_"+b.kv.Bucket())
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
 		return nil, err
 	}
-	defer lister.Stop()
-	var out []limiter.ExpiredLease
-	for key := range lister.Keys() {
-		parts := strings.Split(key, ".")
-		if len(parts) != 3 {
-			continue
-		}
-		e, err := b.kv.Get(ctx, key)
+	// The stream's last message is the last of its key, so the consumer
+	// delivers it among the first values: reading up to it reads every key
+	// as it was when the sweep began.
+	// (Not NumPending: a last-per-subject consumer can report nothing
+	// pending before it has delivered every key while the stream grows.)
+	state := stream.CachedInfo().State
+	last := state.LastSeq
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{prefix + ">"},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return nil, err
+	}
+	latest := map[string]limiter.ExpiredLease{}
+	if state.Msgs > 0 {
+		msgs, err := cons.Messages()
 		if err != nil {
-			continue
+			return nil, err
 		}
-		var r limiter.LeaseRecord
-		if json.Unmarshal(e.Value(), &r) != nil || !r.Expires.Before(t) {
-			continue
+		defer msgs.Stop()
+		for {
+			m, err := msgs.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				return nil, fmt.Errorf("store: reading lease records: %w", err)
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			key := strings.TrimPrefix(m.Subject(), prefix)
+			switch op := m.Headers().Get("KV-Operation"); {
+			case op == "DEL" || op == "PURGE" || m.Headers().Get(jetstream.MarkerReasonHeader) != "":
+				delete(latest, key)
+			default:
+				parts := strings.Split(key, ".")
+				var r limiter.LeaseRecord
+				if len(parts) != 3 || json.Unmarshal(m.Data(), &r) != nil {
+					delete(latest, key)
+					break
+				}
+				latest[key] = limiter.ExpiredLease{Tenant: parts[0], Period: parts[1], Replica: parts[2], Rev: md.Sequence.Stream, Record: r}
+			}
+			if md.Sequence.Stream >= last {
+				break
+			}
 		}
-		out = append(out, limiter.ExpiredLease{Tenant: parts[0], Period: parts[1], Replica: parts[2], Rev: e.Revision(), Record: r})
+	}
+	var out []limiter.ExpiredLease
+	for _, e := range latest {
+		if e.Record.Expires.Before(t) {
+			out = append(out, e)
+		}
 	}
 	return out, nil
 }
