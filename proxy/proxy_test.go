@@ -193,15 +193,22 @@ func deadAddr(t testing.TB) string {
 	return a
 }
 
-// raw sends raw bytes and reads one response.
-func (h *harness) raw(t *testing.T, req string) *fasthttp.Response {
+// dial connects to the proxy with a 5 s deadline, closed when the test ends.
+func (h *harness) dial(t *testing.T) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	return conn
+}
+
+// raw sends raw bytes and reads one response.
+func (h *harness) raw(t *testing.T, req string) *fasthttp.Response {
+	t.Helper()
+	conn := h.dial(t)
 	if _, err := io.WriteString(conn, req); err != nil {
 		t.Fatal(err)
 	}
@@ -486,12 +493,7 @@ func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 // without waiting for a timeout.
 func TestClientPipelining(t *testing.T) {
 	h := start(t, nil, proxy.Options{})
-	conn, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := h.dial(t)
 	get := func(path string) string {
 		return "GET " + path + " HTTP/1.1\r\nHost: x\r\nX-API-Key: " + goodKey + "\r\n\r\n"
 	}

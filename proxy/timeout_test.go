@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -14,12 +13,7 @@ import (
 
 func TestSlowClientGets408(t *testing.T) {
 	h := start(t, func(c *config.Config) { c.Server.ReadTimeout = config.Duration(200 * time.Millisecond) }, proxy.Options{})
-	conn, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := h.dial(t)
 	io.WriteString(conn, "GET /api/x HTTP/1.1\r\nHost: x\r\n") // and then nothing
 	resp := fasthttp.AcquireResponse()
 	if err := resp.Read(bufioReader(conn)); err != nil {
@@ -30,12 +24,7 @@ func TestSlowClientGets408(t *testing.T) {
 
 func TestExpectContinue(t *testing.T) {
 	h := start(t, nil, proxy.Options{})
-	conn, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := h.dial(t)
 	io.WriteString(conn, "POST /api/x HTTP/1.1\r\nHost: x\r\nX-API-Key: "+goodKey+"\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 	br := bufioReader(conn)
 	line, err := br.ReadString('\n')
