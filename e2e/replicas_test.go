@@ -168,10 +168,15 @@ func TestReplicasShareOneExactQuota(t *testing.T) {
 	swept := strings.Contains(a.logs(), "returning tokens of an expired lease")
 	t.Logf("kill -9 mid-load: %d unserved at the kill, %d after the lease expired (swept: %v); %d served of 3000 in all, ledger %d",
 		strandedAtKill, u.Used-got, swept, got, u.Used)
-	// Unserved: at most half a lease (25) never spent, plus the requests
-	// the killed replica had admitted but not answered (its 16 clients).
-	if got > 3000 || got < 3000-25-16 {
-		t.Errorf("after kill -9 and the sweep: %d served of 3000, want 2959..3000", got)
+	// Unserved: at most half a lease (25) above what was spent, plus a
+	// whole lease (50) if the replica died between reserving its next
+	// lease in the ledger and recording it (the record is written after
+	// the reservation, so a sweeper cannot know of it), plus the requests
+	// it had admitted but not answered (its 16 clients). The lease in that
+	// window is what a failure under machine load showed: 57 unserved
+	// after a sweep that returned 6.
+	if got > 3000 || got < 3000-25-50-16 {
+		t.Errorf("after kill -9 and the sweep: %d served of 3000, want 2909..3000", got)
 	}
 	if u.Used < got || u.Used > 3000 {
 		t.Errorf("ledger %d used for %d served", u.Used, got)
