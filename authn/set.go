@@ -96,11 +96,35 @@ func (s *Set) Delete(id string) {
 
 // Replace swaps the whole set for cs.
 func (s *Set) Replace(cs []*Credential) {
-	t := newTable(len(cs))
+	l := s.BeginLoad(len(cs))
 	for _, c := range cs {
-		t[maphash.Bytes(s.seed, []byte(c.ID))%shards].m[c.ID] = c
+		l.Put(c)
 	}
-	s.tab.Store(t)
+	l.Publish()
+}
+
+// Loading is a new content for a Set being built while the set still
+// answers from its current one: a million credentials are put straight
+// into the table that Publish then swaps in, with no staging copy. Its
+// methods must be called from one goroutine.
+type Loading struct {
+	s *Set
+	t *table
+}
+
+// BeginLoad starts a new content for s, sized for about hint credentials.
+func (s *Set) BeginLoad(hint int) *Loading { return &Loading{s: s, t: newTable(hint)} }
+
+// Put adds or replaces c in the content being loaded.
+func (l *Loading) Put(c *Credential) { l.t[maphash.Bytes(l.s.seed, []byte(c.ID))%shards].m[c.ID] = c }
+
+// Delete removes the credential with id from the content being loaded.
+func (l *Loading) Delete(id string) { delete(l.t[maphash.Bytes(l.s.seed, []byte(id))%shards].m, id) }
+
+// Publish makes the loaded content the set's. l must not be used after.
+func (l *Loading) Publish() {
+	l.s.tab.Store(l.t)
+	l.t = nil
 }
 
 // Len returns the number of credentials.

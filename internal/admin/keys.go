@@ -166,12 +166,22 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request) error {
 func CredentialOf(k *store.Key) *authn.Credential {
 	// A tenant's keys share its id, and most names repeat ("default"):
 	// interned, each is held once however many credentials carry it.
-	c := &authn.Credential{ID: k.ID, Tenant: unique.Make(k.Tenant).Value(), Name: unique.Make(k.Name).Value(),
-		Method: authn.MethodAPIKey, Created: k.Created}
-	d, err := hex.DecodeString(k.Digest)
-	if err != nil || len(d) != len(c.Digest) {
+	return NewCredential(k.ID, Intern(k.Tenant), Intern(k.Name), []byte(k.Digest), k.Created)
+}
+
+// Intern returns the canonical copy of s (unique.Make), so that a string
+// many credentials carry is held once.
+func Intern(s string) string { return unique.Make(s).Value() }
+
+// NewCredential makes the credential of a key record's fields (digest in
+// hex); nil when the digest is not a SHA-256.
+func NewCredential(id, tenant, name string, digest []byte, created time.Time) *authn.Credential {
+	c := &authn.Credential{ID: id, Tenant: tenant, Name: name, Method: authn.MethodAPIKey, Created: created}
+	if len(digest) != 2*len(c.Digest) {
 		return nil
 	}
-	copy(c.Digest[:], d)
+	if _, err := hex.Decode(c.Digest[:], digest); err != nil {
+		return nil
+	}
 	return c
 }

@@ -182,6 +182,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		store.Watch(wctx, a.store.Tenants, a.tenants, a.log.Named("watch"), tenantsReady)
 	}()
 	keys := &keyMirror{set: a.creds}
+	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+	if st, err := a.store.Keys.Status(sctx); err == nil {
+		// Sized up front, the set's maps do not grow (and rehash) a
+		// dozen times while a million keys load.
+		keys.hint = int(min(st.Values(), 1<<26))
+	}
+	scancel()
 	go func() {
 		defer bg.Done()
 		store.Watch(wctx, a.store.Keys, keys, a.log.Named("watch"), keysReady)
@@ -379,34 +386,90 @@ func (a *App) lookupKey(ctx context.Context, id string) (*authn.Credential, erro
 }
 
 // keyMirror keeps the credential set in step with the keys bucket. It
-// decodes the initial state as it arrives (store.Loader), so a million
-// keys are not held as raw JSON as well while they load.
+// loads the initial state as it arrives (store.Loader) straight into the
+// set's next table, which replaces the current one when the state is
+// complete: a million keys are held neither as raw JSON nor in a staging
+// copy while they load.
 type keyMirror struct {
 	set     *authn.Set
-	staging map[string]*authn.Credential
-	loaded  atomic.Int64 // entries of the initial state received, for startup progress
+	hint    int // keys expected in the initial state, to size the table
+	loading *authn.Loading
+	// tenantIDs and names hold, while loading, one copy of each tenant
+	// id and of the first maxNames names (admin.Intern's weak-pointer
+	// table costs far more per string). Names that repeat ("default",
+	// "ci") come early; unique ones would only fill the map.
+	tenantIDs, names map[string]string
+	loaded           atomic.Int64 // entries of the initial state received, for startup progress
 }
 
-func (m *keyMirror) BeginLoad() { m.staging = map[string]*authn.Credential{} }
+const maxNames = 4096
+
+func (m *keyMirror) BeginLoad() {
+	m.loading = m.set.BeginLoad(m.hint)
+	m.tenantIDs, m.names = map[string]string{}, map[string]string{}
+}
 
 func (m *keyMirror) Load(id string, v []byte) {
 	m.loaded.Add(1)
 	if v == nil {
-		delete(m.staging, id)
+		m.loading.Delete(id)
 		return
 	}
-	if c := decodeKey(v); c != nil {
-		m.staging[id] = c
+	if c := m.decode(id, v); c != nil {
+		m.loading.Put(c)
+	} else {
+		// A later value of id that is damaged removes the earlier one,
+		// as Update does.
+		m.loading.Delete(id)
 	}
 }
 
-func (m *keyMirror) Loaded() {
-	cs := make([]*authn.Credential, 0, len(m.staging))
-	for _, c := range m.staging {
-		cs = append(cs, c)
+// decode decodes a key record of the initial state: records as tollgate
+// writes them without encoding/json (store.ScanKey), the rest with it.
+func (m *keyMirror) decode(id string, v []byte) *authn.Credential {
+	var f store.KeyFields
+	if !store.ScanKey(v, &f) {
+		var k store.Key
+		if err := jsonUnmarshal(v, &k); err != nil || k.ID != id {
+			return nil
+		}
+		return admin.NewCredential(k.ID, m.internTenant([]byte(k.Tenant)), m.internName([]byte(k.Name)), []byte(k.Digest), k.Created)
 	}
-	m.staging = nil
-	m.set.Replace(cs)
+	if string(f.ID) != id {
+		return nil
+	}
+	// A copy: id is part of the message's subject, which it would keep.
+	id = string(f.ID)
+	var created time.Time
+	if f.Created != nil && created.UnmarshalText(f.Created) != nil { // as encoding/json parses it
+		return nil
+	}
+	return admin.NewCredential(id, m.internTenant(f.Tenant), m.internName(f.Name), f.Digest, created)
+}
+
+func (m *keyMirror) internTenant(b []byte) string {
+	if s, ok := m.tenantIDs[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	m.tenantIDs[s] = s
+	return s
+}
+
+func (m *keyMirror) internName(b []byte) string {
+	if s, ok := m.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(m.names) < maxNames {
+		m.names[s] = s
+	}
+	return s
+}
+
+func (m *keyMirror) Loaded() {
+	m.loading.Publish()
+	m.loading, m.tenantIDs, m.names = nil, nil, nil
 }
 
 // Snapshot implements store.Mirror, through the Loader methods.
@@ -423,14 +486,20 @@ func (m *keyMirror) Update(id string, v []byte) {
 		m.set.Delete(id)
 		return
 	}
-	if c := decodeKey(v); c != nil {
+	if c := decodeKey(id, v); c != nil {
 		m.set.Put(c)
+	} else {
+		m.set.Delete(id)
 	}
 }
 
-func decodeKey(v []byte) *authn.Credential {
+// decodeKey decodes the key record stored under id; nil when it is
+// damaged or names another id (every writer stores a key under its own
+// id, and the set is keyed by it: a record under a foreign name would be
+// added under one id and deleted under another).
+func decodeKey(id string, v []byte) *authn.Credential {
 	var k store.Key
-	if err := jsonUnmarshal(v, &k); err != nil {
+	if err := jsonUnmarshal(v, &k); err != nil || k.ID != id {
 		return nil
 	}
 	return admin.CredentialOf(&k)
