@@ -217,8 +217,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	}
 	log.Info("credential set loaded", zap.Int("credentials", a.creds.Len()), zap.Int("tenants", a.tenants.Len()))
 	// Loading left garbage the size of the buckets (decoded messages):
-	// hand it back to the OS now rather than carry it as RSS.
-	debug.FreeOSMemory()
+	// hand it back to the OS rather than carry it as RSS. A forced
+	// collection of a million credentials takes most of a second: done
+	// beside serving, not before it.
+	go debug.FreeOSMemory()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
