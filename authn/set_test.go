@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func cred(id string) *Credential {
@@ -18,7 +19,7 @@ func cred(id string) *Credential {
 // newKeyCred returns a fresh API key and its credential.
 func newKeyCred(tenant string) (key []byte, c *Credential) {
 	k, id, digest := NewAPIKey()
-	return []byte(k), &Credential{ID: id, Tenant: tenant, Method: MethodAPIKey, Digest: digest, Created: time.Unix(1, 0)}
+	return []byte(k), &Credential{ID: id, Tenant: tenant, Method: MethodAPIKey, Digest: digest, Created: time.Unix(1, 0).UnixNano()}
 }
 
 func ids(s *Set) []string {
@@ -221,7 +222,7 @@ func TestVerifierRejects(t *testing.T) {
 	key, c := newKeyCred("acme")
 	wrongSecret, _ := WithID(c.ID)
 	otherMethod := *c
-	otherMethod.Method = "oauth"
+	otherMethod.Method = MethodAPIKey + 1 // another method, as OAuth2 will be
 	otherKey, otherCred := newKeyCred("acme")
 	tests := []struct {
 		name    string
@@ -437,5 +438,13 @@ func BenchmarkVerifyAPIKey(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// TestCredentialSize: a credential fits the 96-byte size class, so a
+// million cost 96 MB of structs (BenchmarkCredentialMemory has the rest).
+func TestCredentialSize(t *testing.T) {
+	if n := unsafe.Sizeof(Credential{}); n > 96 {
+		t.Errorf("Credential is %d bytes, over the 96-byte size class", n)
 	}
 }

@@ -25,7 +25,7 @@ type KeyView struct {
 }
 
 func keyView(c *authn.Credential) KeyView {
-	return KeyView{ID: c.ID, Tenant: c.Tenant, Name: c.Name, Prefix: authn.KeyPrefix + c.ID + "_", Created: c.Created}
+	return KeyView{ID: c.ID, Tenant: c.Tenant, Name: c.Name, Prefix: authn.KeyPrefix + c.ID + "_", Created: c.CreatedAt()}
 }
 
 func (a *API) keysOf(tenant string) []KeyView {
@@ -176,7 +176,7 @@ func Intern(s string) string { return unique.Make(s).Value() }
 // NewCredential makes the credential of a key record's fields (digest in
 // hex); nil when the digest is not a SHA-256.
 func NewCredential(id, tenant, name string, digest []byte, created time.Time) *authn.Credential {
-	c := &authn.Credential{ID: id, Tenant: tenant, Name: name, Method: authn.MethodAPIKey, Created: created}
+	c := &authn.Credential{ID: id, Tenant: tenant, Name: name, Method: authn.MethodAPIKey, Created: authn.UnixNano(created)}
 	if len(digest) != 2*len(c.Digest) {
 		return nil
 	}

@@ -311,7 +311,7 @@ func (a *App) verifyAPIKey(key []byte) (proxy.Identity, error) {
 	c, err := a.verifier.APIKey(key)
 	switch {
 	case err == nil:
-		return proxy.Identity{Tenant: c.Tenant, Credential: c.ID, Method: string(c.Method)}, nil
+		return proxy.Identity{Tenant: c.Tenant, Credential: c.ID, Method: c.Method.String()}, nil
 	case errors.Is(err, authn.ErrMalformed):
 		return proxy.Identity{}, proxy.ErrMalformed
 	case errors.Is(err, authn.ErrUnavailable):

@@ -78,7 +78,7 @@ func TestKeyMirrorLoad(t *testing.T) {
 			continue
 		}
 		if got.Tenant != w.tenant || got.Name != w.name || got.Digest != w.digest || got.Method != authn.MethodAPIKey ||
-			!got.Created.Equal(time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)) {
+			!got.CreatedAt().Equal(time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)) {
 			t.Errorf("credential %q = %+v", w.id, got)
 		}
 	}
