@@ -616,6 +616,15 @@ func (q *Quotas) settleOpen() {
 // over all replicas never add up to more than the limit.
 func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 	limit := st.limit.Load()
+	now := q.o.Now()
+	if !st.leaseAt.IsZero() && st.leaseUsed > 0 {
+		// Size this lease to LeaseHorizon of the tenant's rate over the
+		// last one (measured now, not at the next reservation: a growing
+		// tenant reaches its size a lease sooner).
+		el := max(now.Sub(st.leaseAt), time.Millisecond)
+		rate := float64(st.leaseUsed) / el.Seconds()
+		st.lease = int64(min(max(rate*q.o.LeaseHorizon.Seconds(), 1), float64(q.leaseCap(limit)), float64(max(st.lease, 1)*leaseGrowth)))
+	}
 	size := max(q.nextLease(st), need)
 	if limit != math.MaxInt64 {
 		// Near the limit, take a quarter of what seems left so the last
@@ -652,13 +661,6 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 	st.total.Store(total)
 	st.granted.Add(granted) // before avail: spent = granted - avail never reads low
 	st.avail.Add(granted)
-	now := q.o.Now()
-	if !st.leaseAt.IsZero() && st.leaseUsed > 0 {
-		// Size the next lease to LeaseHorizon of this tenant's rate.
-		el := max(now.Sub(st.leaseAt), time.Millisecond)
-		rate := float64(st.leaseUsed) / el.Seconds()
-		st.lease = int64(min(max(rate*q.o.LeaseHorizon.Seconds(), 1), float64(q.leaseCap(limit)), float64(max(st.lease, 1)*4)))
-	}
 	st.leaseAt, st.leaseUsed = now, granted
 	if granted > 0 {
 		st.leaseHint.Store(granted)
@@ -680,6 +682,9 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 	}
 	return granted, nil
 }
+
+// leaseGrowth bounds how much larger than the last a lease may be.
+const leaseGrowth = 4
 
 // firstLease is the size of a tenant's first lease in a period.
 const firstLease = 10
