@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -396,19 +397,49 @@ type keyMirror struct {
 	set     *authn.Set
 	hint    int // keys expected in the initial state, to size the table
 	loading *authn.Loading
-	// tenantIDs and names hold, while loading, one copy of each tenant
-	// id and of the first maxNames names (admin.Intern's weak-pointer
-	// table costs far more per string). Names that repeat ("default",
-	// "ci") come early; unique ones would only fill the map.
-	tenantIDs, names map[string]string
-	loaded           atomic.Int64 // entries of the initial state received, for startup progress
+	interns *interns     // while loading
+	loaded  atomic.Int64 // entries of the initial state received, for startup progress
+}
+
+// interns holds, while the initial state loads, one copy of each tenant id
+// and of the first maxNames names (admin.Intern's weak-pointer table costs
+// far more per string). Names that repeat ("default", "ci") come early;
+// unique ones would only fill the map. A nil *interns interns through
+// admin.Intern, for the changes that come one at a time afterwards.
+type interns struct{ tenants, names map[string]string }
+
+func (in *interns) tenant(b []byte) string {
+	if in == nil {
+		return admin.Intern(string(b))
+	}
+	return intern(in.tenants, b, math.MaxInt)
+}
+
+func (in *interns) name(b []byte) string {
+	if in == nil {
+		return admin.Intern(string(b))
+	}
+	return intern(in.names, b, maxNames)
+}
+
+// intern returns the copy of b held in tab, adding one while tab has
+// fewer than limit strings.
+func intern(tab map[string]string, b []byte, limit int) string {
+	if s, ok := tab[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(tab) < limit {
+		tab[s] = s
+	}
+	return s
 }
 
 const maxNames = 4096
 
 func (m *keyMirror) BeginLoad() {
 	m.loading = m.set.BeginLoad(m.hint)
-	m.tenantIDs, m.names = map[string]string{}, map[string]string{}
+	m.interns = &interns{tenants: map[string]string{}, names: map[string]string{}}
 }
 
 func (m *keyMirror) Load(id string, v []byte) {
@@ -417,7 +448,7 @@ func (m *keyMirror) Load(id string, v []byte) {
 		m.loading.Delete(id)
 		return
 	}
-	if c := m.decode(id, v); c != nil {
+	if c := decodeKey(id, v, m.interns); c != nil {
 		m.loading.Put(c)
 	} else {
 		// A later value of id that is damaged removes the earlier one,
@@ -426,52 +457,9 @@ func (m *keyMirror) Load(id string, v []byte) {
 	}
 }
 
-// decode decodes a key record of the initial state: records as tollgate
-// writes them without encoding/json (store.ScanKey), the rest with it.
-func (m *keyMirror) decode(id string, v []byte) *authn.Credential {
-	var f store.KeyFields
-	if !store.ScanKey(v, &f) {
-		var k store.Key
-		if err := jsonUnmarshal(v, &k); err != nil || k.ID != id {
-			return nil
-		}
-		return admin.NewCredential(k.ID, m.internTenant([]byte(k.Tenant)), m.internName([]byte(k.Name)), []byte(k.Digest), k.Created)
-	}
-	if string(f.ID) != id {
-		return nil
-	}
-	// A copy: id is part of the message's subject, which it would keep.
-	id = string(f.ID)
-	var created time.Time
-	if f.Created != nil && created.UnmarshalText(f.Created) != nil { // as encoding/json parses it
-		return nil
-	}
-	return admin.NewCredential(id, m.internTenant(f.Tenant), m.internName(f.Name), f.Digest, created)
-}
-
-func (m *keyMirror) internTenant(b []byte) string {
-	if s, ok := m.tenantIDs[string(b)]; ok {
-		return s
-	}
-	s := string(b)
-	m.tenantIDs[s] = s
-	return s
-}
-
-func (m *keyMirror) internName(b []byte) string {
-	if s, ok := m.names[string(b)]; ok {
-		return s
-	}
-	s := string(b)
-	if len(m.names) < maxNames {
-		m.names[s] = s
-	}
-	return s
-}
-
 func (m *keyMirror) Loaded() {
 	m.loading.Publish()
-	m.loading, m.tenantIDs, m.names = nil, nil, nil
+	m.loading, m.interns = nil, nil
 }
 
 // Snapshot implements store.Mirror, through the Loader methods.
@@ -488,7 +476,7 @@ func (m *keyMirror) Update(id string, v []byte) {
 		m.set.Delete(id)
 		return
 	}
-	if c := decodeKey(id, v); c != nil {
+	if c := decodeKey(id, v, nil); c != nil {
 		m.set.Put(c)
 	} else {
 		m.set.Delete(id)
@@ -498,13 +486,28 @@ func (m *keyMirror) Update(id string, v []byte) {
 // decodeKey decodes the key record stored under id; nil when it is
 // damaged or names another id (every writer stores a key under its own
 // id, and the set is keyed by it: a record under a foreign name would be
-// added under one id and deleted under another).
-func decodeKey(id string, v []byte) *authn.Credential {
+// added under one id and deleted under another). Records as tollgate
+// writes them are read without encoding/json (store.ScanKey), the rest
+// with it; in interns the tenant id and the name.
+func decodeKey(id string, v []byte, in *interns) *authn.Credential {
+	var f store.KeyFields
+	if store.ScanKey(v, &f) {
+		if string(f.ID) != id {
+			return nil
+		}
+		var created time.Time
+		if f.Created != nil && created.UnmarshalText(f.Created) != nil { // as encoding/json parses it
+			return nil
+		}
+		// A copy of the id: id is part of the message's subject, which it
+		// would keep alive.
+		return admin.NewCredential(string(f.ID), in.tenant(f.Tenant), in.name(f.Name), f.Digest, created)
+	}
 	var k store.Key
 	if err := jsonUnmarshal(v, &k); err != nil || k.ID != id {
 		return nil
 	}
-	return admin.CredentialOf(&k)
+	return admin.NewCredential(k.ID, in.tenant([]byte(k.Tenant)), in.name([]byte(k.Name)), []byte(k.Digest), k.Created)
 }
 
 const tokenFile = "admin-token.sha256"
