@@ -185,3 +185,51 @@ func TestFirstLeaseHasNoRecord(t *testing.T) {
 		t.Errorf("ledger %d after close, want the 11 admitted", got)
 	}
 }
+
+// TestLeaseSizeAndBoundWhileGrowing: a lease is sized from the tenant's
+// rate over the previous one when it is reserved (at most leaseGrowth
+// times the last), and the spending bound in the lease record runs a
+// whole small lease ahead, at least MinStep tokens, half a lease beyond.
+// No background loop runs: each lease is reserved when the last is spent.
+func TestLeaseSizeAndBoundWhileGrowing(t *testing.T) {
+	s := storetest.Open(t)
+	c := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	l := &limits{m: map[string]limiter.Limit{"acme": {Monthly: 1_000_000_000}}}
+	q := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Leases: s.Leases(), Limits: l.get, Now: c.Now,
+		MaxLease: 10_000, LeaseHorizon: 10 * time.Second, ReplicaID: "r", LeaseIdle: time.Hour})
+	ctx := context.Background()
+	admit := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if !q.Admit("acme", 1).Allowed {
+				t.Fatal("refused")
+			}
+		}
+	}
+	check := func(step string, reserved, spentMax int64) {
+		t.Helper()
+		if total, _ := s.Ledger.Total(ctx, "acme", "2026-11"); total != reserved {
+			t.Errorf("%s: %d reserved, want %d", step, total, reserved)
+		}
+		recs, err := s.Leases().Expired(ctx, c.Now().Add(time.Hour))
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("%s: %d lease records (%v), want 1", step, len(recs), err)
+		}
+		if r := recs[0].Record; r.Reserved != reserved || r.SpentMax != spentMax {
+			t.Errorf("%s: record reserved %d, bound %d; want %d, %d", step, r.Reserved, r.SpentMax, reserved, spentMax)
+		}
+	}
+	admit(10) // the first lease: 10 tokens, no record
+	// 10 tokens in a second: 100 over the horizon, at most 4 × 10 now (a
+	// reservation later, the lease would have been 10 again). A lease of
+	// 40 is under MinStep: the bound covers all of it.
+	c.Set(c.Now().Add(time.Second))
+	admit(1)
+	check("second lease", 50, 50)
+	// 40 tokens in half a second: 800 over the horizon, at most 160. The
+	// bound runs MinStep (more than half of 160) ahead of the 50 spent
+	// and the one asked for.
+	c.Set(c.Now().Add(500 * time.Millisecond))
+	admit(40)
+	check("third lease", 210, 50+1+limiter.MinStep)
+}

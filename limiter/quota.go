@@ -132,8 +132,8 @@ type QuotaOptions struct {
 	// half a lease per tenant, or 100 tokens if that is more (and at most
 	// the lease; a tenant's first lease of the period, at most 10 tokens,
 	// has no record), plus the next lease if it comes between that
-	// lease's reservation and the record write that follows it. Without it a crash strands up to a lease and a quarter
-	// per tenant.
+	// lease's reservation and the record write that follows it. Without
+	// it a crash strands up to a lease and a quarter per tenant.
 	Leases LeaseBook
 	// LeaseTTL is how long a lease record lives without being refreshed.
 	// Default 30s.
@@ -693,11 +693,11 @@ const firstLease = 10
 // more than a thousandth of it, unless that is under leaseShareFloor
 // tokens. A crash strands at most half a lease (a lease and a half if it
 // falls between a reservation and its record; see step), so for a big
-// tenant that is at most 0.05 % (0.15 %) of its month, while a busy tenant of a big plan costs
-// few ledger and record writes (each one fsync'd, and on the replica's
-// own CPU with the embedded server): at 5,000 requests/s a lease of 1,000
-// meant 5 ledger and about 14 record writes a second, and they showed in
-// the proxy's p99 (bench/RESULTS.md).
+// tenant that is at most 0.05 % (0.15 %) of its month, while a busy
+// tenant of a big plan costs few ledger and record writes (each one
+// fsync'd, and on the replica's own CPU with the embedded server): at
+// 5,000 requests/s a lease of 1,000 meant 5 ledger and about 14 record
+// writes a second, and they showed in the proxy's p99 (bench/RESULTS.md).
 const (
 	leaseShare      = 1000
 	leaseShareFloor = 1000
