@@ -184,25 +184,51 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// decode reads a JSON body strictly into v.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+// maxBody is the largest JSON request body the admin API reads.
+const maxBody = 1 << 20
+
+// decode reads a JSON body strictly into v: one JSON value of at most
+// maxBody bytes, no unknown fields, nothing but whitespace after it.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var ute *json.UnmarshalTypeError
-		switch {
-		case errors.Is(err, io.EOF):
-			return problems.New(400, problems.CodeInvalidField, "body", "a JSON body is required")
-		case errors.As(err, &ute):
-			return problems.Newf(400, problems.CodeInvalidField, ute.Field, "want %s", ute.Type)
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return problems.New(400, problems.CodeInvalidField, f, "unknown field")
-		default:
-			return problems.Newf(400, problems.CodeInvalidField, "body", "invalid JSON: %v", err)
-		}
+		return decodeErr(err)
 	}
-	return nil
+	// A second value, or anything that is not whitespace, is refused; so
+	// is a body that is too large once the value has been read.
+	var extra json.RawMessage
+	err := dec.Decode(&extra)
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return tooLarge(mbe.Limit)
+	}
+	return problems.New(400, problems.CodeInvalidField, "body", "data after the JSON value: send exactly one JSON value")
+}
+
+func tooLarge(limit int64) error {
+	return problems.Newf(413, problems.CodeBodyTooLarge, "body", "the request body is larger than the limit of %d bytes (1 MiB)", limit)
+}
+
+func decodeErr(err error) error {
+	var ute *json.UnmarshalTypeError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return tooLarge(mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return problems.New(400, problems.CodeInvalidField, "body", "a JSON body is required")
+	case errors.As(err, &ute):
+		return problems.Newf(400, problems.CodeInvalidField, ute.Field, "want %s", ute.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return problems.New(400, problems.CodeInvalidField, f, "unknown field")
+	default:
+		return problems.Newf(400, problems.CodeInvalidField, "body", "invalid JSON: %v", err)
+	}
 }
 
 func (a *API) ctx(r *http.Request) (context.Context, context.CancelFunc) {

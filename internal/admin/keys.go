@@ -49,7 +49,7 @@ func (a *API) createKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var in keyInput
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	if in.Name == nil || strings.TrimSpace(*in.Name) == "" || len(*in.Name) > 128 {

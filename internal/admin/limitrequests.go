@@ -93,7 +93,7 @@ func ListLimitRequests(r *http.Request, items []store.LimitRequest) (List[store.
 
 func (a *API) createLimitRequest(w http.ResponseWriter, r *http.Request) error {
 	var in LimitRequestInput
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	lr, err := a.CreateLimitRequest(r.Context(), r.PathValue("id"), in)
@@ -142,7 +142,7 @@ func (a *API) decide(approve bool) HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		var in decisionInput
 		if r.ContentLength != 0 {
-			if err := decode(r, &in); err != nil {
+			if err := decode(w, r, &in); err != nil {
 				return err
 			}
 		}

@@ -76,7 +76,7 @@ func (a *API) checkTenant(in *tenantInput, t *store.Tenant) error {
 
 func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
 	var in tenantInput
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	if in.ID == nil || !config.ValidName(*in.ID) {
@@ -176,7 +176,7 @@ func (a *API) updateTenant(ctx context.Context, id string, f func(t *store.Tenan
 
 func (a *API) patchTenant(w http.ResponseWriter, r *http.Request) error {
 	var in tenantInput
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	if in.ID != nil {
