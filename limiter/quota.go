@@ -94,6 +94,9 @@ type Decision struct {
 	// Open says the request was admitted on the open policy's allowance
 	// while the ledger was unreachable.
 	Open bool
+	// PeriodEnd is the end of the period the decision was taken in, in
+	// Unix nanoseconds: Refund needs it.
+	PeriodEnd int64
 }
 
 // Errors of admission.
@@ -421,6 +424,38 @@ func (q *Quotas) AdmitRequest(tenant, credential string, cost int64) Decision {
 	return d
 }
 
+// Refund gives back the cost tokens of an admitted request that never
+// reached the upstream whole (the client's body broke off or was malformed),
+// so that it does not count. The tokens return to this replica's lease,
+// where the ledger already holds them: exactness is kept, and they are
+// spent again or returned with the lease. A refund from another period
+// than the current one (d.PeriodEnd) is dropped: that period is closed.
+// It does no I/O and takes no lock.
+func (q *Quotas) Refund(tenant string, cost int64, d Decision) {
+	if !d.Allowed || d.Unlimited || cost <= 0 {
+		return
+	}
+	st := q.state(tenant)
+	if st.periodEnd.Load() != d.PeriodEnd {
+		return
+	}
+	if d.Open {
+		// Admitted on the outage allowance: not yet in the ledger, so it
+		// is taken off what is owed, if that was not sent meanwhile.
+		for {
+			owed := st.openOwed.Load()
+			if owed < cost {
+				return
+			}
+			if st.openOwed.CompareAndSwap(owed, owed-cost) {
+				st.openUsed.Add(-cost)
+				return
+			}
+		}
+	}
+	st.avail.Add(cost)
+}
+
 // Release returns the concurrency slot of an admitted request.
 func (q *Quotas) Release(tenant string) { q.conc.Release(tenant) }
 
@@ -507,7 +542,7 @@ func (st *tenantState) step() int64 {
 const minStep = 100
 
 func (q *Quotas) decide(st *tenantState, now time.Time, ok bool, err error) Decision {
-	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0)}
+	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0), PeriodEnd: st.periodEnd.Load()}
 	limit := st.limit.Load()
 	if limit == math.MaxInt64 {
 		d.Unlimited = true

@@ -50,14 +50,25 @@ func (l *AccessLog) log(ctx *fasthttp.RequestCtx, rs *reqState, status int) {
 	b := sh.buf
 	b = append(b, `{"level":"info","ts":"`...)
 	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","logger":"access","msg":"request","method":`...)
-	b = problems.AppendString(b, b2s(ctx.Method()))
-	b = append(b, `,"path":`...)
-	path := ctx.Path()
-	if len(path) > 512 {
-		path = path[:512]
+	b = append(b, `","logger":"access","msg":"request"`...)
+	if !rs.unparsed {
+		// The canonical path (the client's, before any prefix rewrite);
+		// the raw target when the request was refused before it had one.
+		path := rs.path
+		switch {
+		case rs.pathN > 0:
+			path = rs.pathBuf[:rs.pathN]
+		case path == nil:
+			path = ctx.Request.Header.RequestURI()
+		}
+		if len(path) > 512 {
+			path = path[:512]
+		}
+		b = append(b, `,"method":`...)
+		b = problems.AppendString(b, b2s(ctx.Request.Header.Method()))
+		b = append(b, `,"path":`...)
+		b = problems.AppendString(b, b2s(path))
 	}
-	b = problems.AppendString(b, b2s(path))
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	if rs.route != nil {
@@ -73,6 +84,9 @@ func (l *AccessLog) log(ctx *fasthttp.RequestCtx, rs *reqState, status int) {
 	if rs.code != "" {
 		b = append(b, `,"code":`...)
 		b = problems.AppendString(b, string(rs.code))
+	}
+	if rs.incomplete {
+		b = append(b, `,"complete":false`...)
 	}
 	b = append(b, `,"duration_ms":`...)
 	b = strconv.AppendFloat(b, float64(now.Sub(rs.start).Microseconds())/1000, 'f', 3, 64)

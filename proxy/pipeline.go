@@ -93,6 +93,7 @@ var (
 	errPipelineFull   = errors.New("proxy: too many requests queued for a pipelined upstream")
 	errPipelineClosed = errors.New("proxy: pipelined upstream closed")
 	errConnLost       = errors.New("proxy: pipelined upstream connection lost before the answer")
+	errNotPipelined   = errors.New("proxy: request without a host or with a body cannot be pipelined")
 )
 
 func newPipeline(addr string, conns, maxBody int, dial func(string) (net.Conn, error), tlsConf *tls.Config,
@@ -108,6 +109,12 @@ func newPipeline(addr string, conns, maxBody int, dial func(string) (net.Conn, e
 
 // Do sends req and reads its answer into resp. req must not have a body.
 func (p *pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
+	// What cannot be written must fail alone, before it is queued on a
+	// shared connection: a failed write kills the connection and every
+	// request queued on it.
+	if len(req.Header.Host()) == 0 || req.IsBodyStream() || len(req.Body()) > 0 {
+		return errNotPipelined
+	}
 	// A client's "Connection: close" is for tollgate, not for the shared
 	// upstream connection.
 	req.Header.ResetConnectionClose()

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/normalize"
 	"github.com/tollgate/tollgate/internal/problems"
+	"github.com/valyala/bytebufferpool"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 )
@@ -49,6 +50,11 @@ type Decision struct {
 	// Release says Options.Release must be called when the request is done
 	// (a concurrency slot was taken).
 	Release bool
+	// Open says the request was admitted on the open outage allowance, and
+	// PeriodEnd is the end of the quota period it was admitted in (Unix
+	// nanoseconds): both are handed back to Options.Refund.
+	Open      bool
+	PeriodEnd int64
 }
 
 // Refusal names the limit that refused a request.
@@ -88,6 +94,10 @@ type Options struct {
 	// Release ends a request whose Decision had Release set. Required
 	// when Admit sets it.
 	Release func(id Identity)
+	// Refund gives back the quota of an admitted request that failed
+	// through the client's fault before the upstream received it whole (a
+	// malformed or cut-off body). If nil, such requests still count.
+	Refund func(id Identity, cost int64, d Decision)
 	// SelfService answers the self-service paths (kind "usage" or
 	// "limit-requests") for an authenticated credential: the answer's
 	// status and JSON body, or an error (a *problems.Error is shown as
@@ -143,6 +153,7 @@ func (p *Proxy) Server(c *config.Config) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:                       p.Handler,
 		ErrorHandler:                  p.errorHandler,
+		ExpectHandler:                 p.expect,
 		Name:                          "tollgate",
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
@@ -170,8 +181,10 @@ func (z zapPrintf) Printf(format string, args ...any) { z.l.Sugar().Debugf(forma
 func (p *Proxy) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	var rs reqState
 	rs.start = time.Now()
+	rs.unparsed = true
 	t := p.tab.Load()
 	p.requestID(ctx, t, &rs)
+	lingerOnClose(ctx)
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
 	switch {
@@ -181,6 +194,8 @@ func (p *Proxy) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 		p.fail(ctx, &rs, 413, problems.CodeBodyTooLarge, "", "")
 	case errors.As(err, &ne) && ne.Timeout():
 		p.fail(ctx, &rs, 408, problems.CodeRequestTimeout, "", "")
+	case bareLineFeeds(ctx):
+		p.fail(ctx, &rs, 400, problems.CodeInvalidFraming, "", "the request head must end lines with CRLF, not a bare LF")
 	default:
 		p.fail(ctx, &rs, 400, problems.CodeBadRequest, "", "")
 	}
@@ -216,6 +231,7 @@ var (
 	vHTTPS           = []byte("https")
 	vTrailers        = []byte("trailers")
 	vAPIKey          = []byte("api_key")
+	vChunked         = []byte("chunked")
 )
 
 // hopHeaders are removed from requests and responses before forwarding:
@@ -233,6 +249,20 @@ type reqState struct {
 	reqID  [64]byte
 	reqIDn int
 	code   problems.Code
+
+	// The canonical request (canonicalize): host and path are what the
+	// route was matched on and what the upstream receives.
+	host, path  []byte
+	hasBody     bool
+	http10      bool // the client spoke HTTP/1.0; upstream gets HTTP/1.1
+	clientClose bool // the client asked to close its connection
+	upgradeN    int  // the Upgrade header's value is upgradeBuf[:upgradeN]
+	upgradeBuf  [64]byte
+	pathN       int // after rewritePath, the client's path is pathBuf[:pathN]
+	pathBuf     [512]byte
+	unparsed    bool        // fasthttp could not parse the request
+	incomplete  bool        // the answer's streamed body was not sent whole
+	body        *clientBody // the streamed request body, when forwarded as a stream
 }
 
 // Handler serves one proxied request.
@@ -247,36 +277,18 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		}
 		p.finish(ctx, t, &rs)
 	}()
-	p.requestID(ctx, t, &rs)
-
-	if p.o.SelfService != nil {
-		if path := ctx.Path(); len(t.selfUsage) > 0 && bytes.Equal(path, t.selfUsage) {
-			p.selfService(ctx, t, &rs, "usage")
-			return
-		} else if len(t.selfReqs) > 0 && bytes.Equal(path, t.selfReqs) {
-			p.selfService(ctx, t, &rs, "limit-requests")
-			return
-		}
-	}
-	rs.route = t.match(ctx.Request.Header.Host(), ctx.Path())
-	if rs.route == nil {
-		p.fail(ctx, &rs, 404, problems.CodeRouteNotFound, "", "")
+	if !p.head(ctx, t, &rs, false) {
 		return
 	}
-	// With a streamed body fasthttp pre-reads only a little and leaves
-	// the size limit to us. The unread body makes the connection unusable.
-	if cl := ctx.Request.Header.ContentLength(); cl > rs.route.maxBody {
-		ctx.SetConnectionClose()
-		p.fail(ctx, &rs, 413, problems.CodeBodyTooLarge, "", "")
-		return
-	}
-	upgrade := len(ctx.Request.Header.PeekBytes(hUpgrade)) > 0
-	if upgrade && !rs.route.upgrade {
-		p.fail(ctx, &rs, 501, problems.CodeUpgradeRefused, "Upgrade", "")
+	if rs.route == nil { // self-service, answered
 		return
 	}
 	if rs.route.apiKey {
-		if !p.authenticate(ctx, t, &rs) {
+		// Bodies up to bufferedBody are read whole before anything is
+		// counted or sent: a malformed or cut-off one is the client's
+		// error (400 or 408) and costs neither quota nor an upstream
+		// connection.
+		if rs.hasBody && !p.bufferBody(ctx, &rs) {
 			return
 		}
 		rs.dec = p.o.Admit(rs.id, rs.route.cost)
@@ -301,12 +313,79 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			}
 			return
 		}
+	} else if rs.hasBody && !p.bufferBody(ctx, &rs) {
+		return
 	}
-	if upgrade {
+	if rs.upgradeN > 0 {
 		p.upgrade(ctx, t, &rs)
 		return
 	}
 	p.forward(ctx, t, &rs)
+}
+
+// head does what the request head alone decides, before a body is read
+// or anything is counted: the canonical request, self-service, the route,
+// the body limit, upgrades and authentication. It returns false when it
+// has answered; rs.route is nil when a self-service path answered.
+func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting bool) bool {
+	p.requestID(ctx, t, rs)
+	if !p.canonicalize(ctx, rs, expecting) {
+		return false
+	}
+	if p.o.SelfService != nil {
+		kind := ""
+		if len(t.selfUsage) > 0 && bytes.Equal(rs.path, t.selfUsage) {
+			kind = "usage"
+		} else if len(t.selfReqs) > 0 && bytes.Equal(rs.path, t.selfReqs) {
+			kind = "limit-requests"
+		}
+		if kind != "" {
+			if !expecting {
+				p.selfService(ctx, t, rs, kind)
+			}
+			return true
+		}
+	}
+	rs.route = t.match(rs.host, rs.path)
+	if rs.route == nil {
+		p.fail(ctx, rs, 404, problems.CodeRouteNotFound, "", "")
+		return false
+	}
+	// With a streamed body fasthttp pre-reads only a little and leaves
+	// the size limit to us. The unread body makes the connection unusable.
+	if cl := ctx.Request.Header.ContentLength(); cl > rs.route.maxBody {
+		ctx.SetConnectionClose()
+		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
+		return false
+	}
+	if rs.upgradeN > 0 && !rs.route.upgrade {
+		p.fail(ctx, rs, 501, problems.CodeUpgradeRefused, "Upgrade", "")
+		return false
+	}
+	if rs.route.apiKey && !p.authenticate(ctx, t, rs) {
+		return false
+	}
+	return true
+}
+
+// expect decides a request with "Expect: 100-continue" before its body is
+// asked for: whatever the head alone refuses (a bad head, no route, a body
+// over the limit, no valid credential) is answered at once, without
+// "100 Continue" and without reading the body; otherwise the body is
+// asked for and Handler serves the request as usual.
+func (p *Proxy) expect(ctx *fasthttp.RequestCtx) int {
+	var rs reqState
+	rs.start = time.Now()
+	t := p.tab.Load()
+	if p.head(ctx, t, &rs, true) {
+		return fasthttp.StatusContinue
+	}
+	// The client may already be sending its body: fasthttp closes the
+	// connection after this answer, and the close lingers.
+	lingerOnClose(ctx)
+	status := ctx.Response.StatusCode()
+	p.finish(ctx, t, &rs)
+	return status
 }
 
 // authenticate verifies the request's API key; on failure it has answered.
@@ -410,9 +489,14 @@ func (t *table) challenge() []byte {
 
 var challengeAPIKey = []byte(`ApiKey realm="tollgate"`)
 
-// requestID keeps a valid client X-Request-Id or makes one.
+// requestID keeps a client's X-Request-Id when it sent exactly one valid
+// copy, or makes one. prepare sets it on the forwarded request, after the
+// client's copies (and any Connection header naming it) are gone.
 func (p *Proxy) requestID(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
-	if v := ctx.Request.Header.PeekBytes(t.hReqID); validRequestID(v) {
+	if rs.reqIDn > 0 {
+		return
+	}
+	if v := ctx.Request.Header.PeekBytes(t.hReqID); validRequestID(v) && countHeader(&ctx.Request.Header, t.hReqID) == 1 {
 		rs.reqIDn = copy(rs.reqID[:], v)
 		return
 	}
@@ -423,7 +507,17 @@ func (p *Proxy) requestID(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 		rs.reqID[16+i] = hexdigits[(b>>(60-4*i))&0xf]
 	}
 	rs.reqIDn = 32
-	ctx.Request.Header.SetCanonical(t.hReqID, rs.reqID[:32])
+}
+
+// countHeader counts the copies of the header named name (canonical case).
+func countHeader(h *fasthttp.RequestHeader, name []byte) int {
+	n := 0
+	for k := range h.All() {
+		if bytes.EqualFold(k, name) {
+			n++
+		}
+	}
+	return n
 }
 
 func validRequestID(v []byte) bool {
@@ -442,23 +536,15 @@ func validRequestID(v []byte) bool {
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	req := &ctx.Request
 	up := rs.route.upstream
-	removeHopHeaders(&req.Header)
 	p.prepare(ctx, t, rs)
-	var limited *limitedBody
-	if req.Header.ContentLength() == -1 { // chunked: the size is known only at the end
-		if s := req.BodyStream(); s != nil {
-			limited = &limitedBody{r: s, left: int64(rs.route.maxBody)}
-			req.SetBodyStream(limited, -1)
-		}
-	}
 	var err error
-	if cl := req.Header.ContentLength(); up.pipe != nil && (cl == 0 || cl == -2) {
+	if up.pipe != nil && !rs.hasBody {
 		err = up.pipe.Do(req, &ctx.Response)
 	} else {
 		err = up.client.Do(req, &ctx.Response)
 	}
 	if err != nil {
-		p.upstreamFailed(ctx, rs, err, limited != nil && limited.over)
+		p.upstreamFailed(ctx, rs, err)
 		return
 	}
 	removeHopHeaders(&ctx.Response.Header)
@@ -467,18 +553,28 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	}
 }
 
-// upstreamFailed answers a failed upstream exchange.
-func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error, tooLarge bool) {
+// upstreamFailed answers a failed upstream exchange. A failure of the
+// client's streamed body is the client's: 413, 408 or 400, refunded.
+func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error) {
 	ctx.Response.Reset()
 	var ne net.Error
-	switch {
-	case tooLarge:
+	if b := rs.body; b != nil && (b.over || b.err != nil) {
 		ctx.SetConnectionClose()
-		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
+		lingerOnClose(ctx)
+		p.refund(rs)
+		switch {
+		case b.over:
+			p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
+		case errors.As(b.err, &ne) && ne.Timeout():
+			p.fail(ctx, rs, 408, problems.CodeRequestTimeout, "body", "the request body was not received in time")
+		default:
+			p.fail(ctx, rs, 400, problems.CodeInvalidFraming, "body", "the request body is malformed or was cut off")
+		}
+		return
+	}
+	switch {
 	case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
 		p.fail(ctx, rs, 504, problems.CodeUpstreamTimeout, "", "")
-	case errors.Is(err, errPipelineFull):
-		p.fail(ctx, rs, 503, problems.CodeUpstreamError, "", "too many requests are queued for the upstream")
 	case errors.Is(err, errPipelineFull):
 		p.fail(ctx, rs, 503, problems.CodeUpstreamError, "", "too many requests are queued for the upstream")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
@@ -489,11 +585,15 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error
 	}
 }
 
-// prepare applies the forwarding rules to the request headers and path:
-// identity headers, no credentials, X-Forwarded-*, the upstream's path.
+// prepare applies the forwarding rules to the canonical request: the
+// request id, identity headers, no credentials, X-Forwarded-*, the
+// upstream's path. Every copy of a header tollgate owns is removed before
+// its own value is set.
 func (p *Proxy) prepare(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	req := &ctx.Request
 	up := rs.route.upstream
+	req.Header.DelBytes(t.hReqID)
+	req.Header.SetCanonical(t.hReqID, rs.reqID[:rs.reqIDn])
 	// Identity headers are ours alone: drop whatever the client sent, then
 	// set the verified values. The API key itself is not forwarded.
 	req.Header.DelBytes(t.hTenant)
@@ -515,21 +615,118 @@ func (p *Proxy) prepare(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	// reads the body); the upstream gets the body without waiting.
 	req.Header.DelBytes(hExpect)
 	if rs.route.stripPrefix || len(up.path) > 0 {
-		rewritePath(req, rs.route, up)
+		rewritePath(req, rs)
 	}
 }
 
-// limitedBody fails a streamed request body once it exceeds the route's
-// limit, so a chunked upload cannot bypass max_request_body.
-type limitedBody struct {
+// bufferedBody is the largest request body read whole before the request
+// is counted and forwarded; larger ones are streamed.
+const bufferedBody = 64 << 10
+
+// bufferBody reads a request body of up to bufferedBody bytes whole, so
+// that a malformed, cut-off or slow body is answered (400, 408, 413)
+// before the request is counted or an upstream connection is used, and
+// sent upstream with a Content-Length. A larger body is left to stream,
+// wrapped in a clientBody. It returns false when it has answered.
+func (p *Proxy) bufferBody(ctx *fasthttp.RequestCtx, rs *reqState) bool {
+	req := &ctx.Request
+	s := req.BodyStream()
+	if s == nil {
+		// Read already (fasthttp had it whole); trailers, if any, go.
+		dropTrailers(&req.Header)
+		return true
+	}
+	limit := rs.route.maxBody
+	cl := req.Header.ContentLength()
+	if cl > bufferedBody {
+		rs.body = &clientBody{r: s, h: &req.Header, left: int64(limit)}
+		req.SetBodyStream(rs.body, cl)
+		return true
+	}
+	bb := bodyPool.Get()
+	defer bodyPool.Put(bb)
+	want := min(limit, bufferedBody) + 1
+	if cap(bb.B) < want {
+		bb.B = make([]byte, 0, bufferedBody+1)
+	}
+	var err error
+	for len(bb.B) < want && err == nil {
+		var n int
+		n, err = s.Read(bb.B[len(bb.B):want])
+		bb.B = bb.B[:len(bb.B)+n]
+	}
+	switch {
+	case err == io.EOF || err == nil && len(bb.B) < want:
+	case err == nil && len(bb.B) > limit:
+		ctx.SetConnectionClose()
+		lingerOnClose(ctx)
+		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
+		return false
+	case err == nil:
+		// A chunked body larger than bufferedBody: stream the rest after
+		// what was read.
+		rs.body = &clientBody{r: io.MultiReader(bytes.NewReader(append([]byte(nil), bb.B...)), s), h: &req.Header, left: int64(limit)}
+		req.SetBodyStream(rs.body, -1)
+		return true
+	default:
+		ctx.SetConnectionClose()
+		lingerOnClose(ctx)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			p.fail(ctx, rs, 408, problems.CodeRequestTimeout, "body", "the request body was not received in time")
+		} else {
+			p.fail(ctx, rs, 400, problems.CodeInvalidFraming, "body", "the request body is malformed or was cut off")
+		}
+		return false
+	}
+	dropTrailers(&req.Header)
+	req.SetBody(bb.B)
+	return true
+}
+
+var bodyPool bytebufferpool.Pool
+
+// dropTrailers removes the fields a client sent in a chunked body's
+// trailer section: tollgate does not vet them, so it does not forward
+// them (RFC 9112 §7.1.2 lets a recipient discard them). A field of the
+// same name in the header section goes with them.
+func dropTrailers(h *fasthttp.RequestHeader) {
+	keys := h.PeekTrailerKeys()
+	if len(keys) == 0 {
+		return
+	}
+	var names [16][64]byte
+	var lens [16]int
+	n := 0
+	for _, k := range keys {
+		if n == len(names) || len(k) > len(names[n]) {
+			break
+		}
+		lens[n] = copy(names[n][:], k)
+		n++
+	}
+	for i := 0; i < n; i++ {
+		h.DelBytes(names[i][:lens[i]])
+	}
+	h.DelBytes(hTrailer)
+}
+
+// clientBody is a streamed request body: it fails once the body exceeds
+// the route's limit, so a chunked upload cannot bypass max_request_body,
+// remembers a failure of the client's side (malformed chunks, a cut-off or
+// slow body) so it is answered as the client's error, and drops the
+// client's trailers at the end.
+type clientBody struct {
 	r    io.Reader
+	h    *fasthttp.RequestHeader
 	left int64
 	over bool
+	err  error
 }
 
 var errBodyTooLarge = errors.New("proxy: request body too large")
 
-func (l *limitedBody) Read(b []byte) (int, error) {
+func (l *clientBody) Read(b []byte) (int, error) {
 	if l.left < 0 {
 		l.over = true
 		return 0, errBodyTooLarge
@@ -540,7 +737,21 @@ func (l *limitedBody) Read(b []byte) (int, error) {
 		l.over = true
 		return 0, errBodyTooLarge
 	}
+	switch {
+	case err == io.EOF:
+		dropTrailers(l.h)
+	case err != nil:
+		l.err = err
+	}
 	return n, err
+}
+
+// refund gives back the quota of an admitted request that failed through
+// the client's fault.
+func (p *Proxy) refund(rs *reqState) {
+	if rs.hasDec && rs.dec.Allowed && p.o.Refund != nil {
+		p.o.Refund(rs.id, rs.route.cost, rs.dec)
+	}
 }
 
 // removeHopHeaders deletes hop-by-hop headers and the headers the
@@ -617,9 +828,10 @@ func isPlainConnection(v []byte) bool {
 	return bytes.EqualFold(v, []byte("keep-alive")) || bytes.EqualFold(v, []byte("close"))
 }
 
-// setForwarded sets X-Forwarded-For, -Proto and -Host from the socket. A
-// client's own values are kept and extended only when the peer is a
-// trusted proxy; otherwise they, and Forwarded, are replaced.
+// setForwarded sets X-Forwarded-For, -Proto and -Host from the socket and
+// the canonical host. A client's own values are kept and extended only when
+// the peer is a trusted proxy (every X-Forwarded-For copy, joined, and a
+// single -Proto or -Host); otherwise they, and Forwarded, are replaced.
 func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, t *table) {
 	h := &ctx.Request.Header
 	var ipbuf [64]byte
@@ -632,26 +844,32 @@ func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, t *table) {
 			break
 		}
 	}
-	if trusted {
-		if prior := h.PeekBytes(hXFF); len(prior) > 0 {
-			var buf [512]byte
-			b := append(append(append(buf[:0], prior...), ", "...), ipb...)
-			h.SetCanonical(hXFF, b)
-		} else {
-			h.SetCanonical(hXFF, ipb)
-		}
-		if len(h.PeekBytes(hXFProto)) == 0 {
-			h.SetCanonical(hXFProto, scheme(ctx))
-		}
-		if len(h.PeekBytes(hXFHost)) == 0 {
-			h.SetCanonical(hXFHost, h.Host())
-		}
+	if !trusted {
+		h.DelBytes(hForwarded)
+		h.DelBytes(hXFF)
+		h.DelBytes(hXFProto)
+		h.DelBytes(hXFHost)
+		h.SetCanonical(hXFF, ipb)
+		h.SetCanonical(hXFProto, scheme(ctx))
+		h.SetCanonical(hXFHost, h.Host())
 		return
 	}
-	h.DelBytes(hForwarded)
-	h.SetCanonical(hXFF, ipb)
-	h.SetCanonical(hXFProto, scheme(ctx))
-	h.SetCanonical(hXFHost, h.Host())
+	var buf [512]byte
+	b := buf[:0]
+	for _, v := range h.PeekAll(b2s(hXFF)) {
+		b = append(append(b, v...), ", "...)
+	}
+	b = append(b, ipb...)
+	h.DelBytes(hXFF)
+	h.SetCanonical(hXFF, b)
+	if countHeader(h, hXFProto) != 1 {
+		h.DelBytes(hXFProto)
+		h.SetCanonical(hXFProto, scheme(ctx))
+	}
+	if countHeader(h, hXFHost) != 1 {
+		h.DelBytes(hXFHost)
+		h.SetCanonical(hXFHost, h.Host())
+	}
 }
 
 func scheme(ctx *fasthttp.RequestCtx) []byte {
@@ -669,9 +887,17 @@ func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
 
-func rewritePath(req *fasthttp.Request, r *route, up *upstream) {
-	var buf [1024]byte
-	path := req.URI().PathOriginal()
+// rewritePath joins the upstream's path prefix and the canonical path,
+// stripped of the route's prefix when it says so, and keeps the query.
+func rewritePath(req *fasthttp.Request, rs *reqState) {
+	var buf [2048]byte
+	r, up := rs.route, rs.route.upstream
+	target := req.Header.RequestURI()
+	path, query := rs.path, target[len(rs.path):]
+	// rs.path points into the target replaced below; the access log
+	// keeps the client's.
+	rs.pathN = copy(rs.pathBuf[:], path)
+	rs.path = nil
 	if r.stripPrefix && len(r.prefix) > 1 {
 		path = path[min(len(r.prefix), len(path)):]
 	}
@@ -680,17 +906,25 @@ func rewritePath(req *fasthttp.Request, r *route, up *upstream) {
 		b = append(b, '/')
 	}
 	b = append(b, path...)
-	if q := req.URI().QueryString(); len(q) > 0 {
-		b = append(b, '?')
-		b = append(b, q...)
-	}
+	b = append(b, query...)
 	req.SetRequestURIBytes(b)
+	req.UseHostHeader = true
 }
 
 // finish sets the response headers every answer carries and logs it.
 func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	if rs.dec.Release && rs.dec.Allowed {
 		p.o.Release(rs.id)
+	}
+	if rs.http10 {
+		// The answer is framed for the client's version.
+		ctx.Request.Header.SetProtocolBytes(strHTTP10)
+	}
+	if rs.clientClose {
+		ctx.SetConnectionClose()
+	}
+	if ctx.Response.ConnectionClose() && ctx.Response.StatusCode() >= 400 {
+		lingerOnClose(ctx)
 	}
 	ctx.Response.Header.SetCanonical(t.hReqID, rs.reqID[:rs.reqIDn])
 	if rs.hasDec {
@@ -701,6 +935,18 @@ func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 		m.observe(status, rs.code, time.Since(rs.start))
 	}
 	if p.o.Access != nil {
+		if sb, ok := ctx.Response.BodyStream().(streamedBody); ok {
+			// Log a streamed answer when it has been sent, or has failed
+			// to be (a client too slow for server.write_timeout): with
+			// its whole duration, and whether it was sent whole.
+			line := new(reqState)
+			*line = *rs
+			sb.notifyClose(func(complete bool) {
+				line.incomplete = !complete
+				p.o.Access.log(ctx, line, status)
+			})
+			return
+		}
 		p.o.Access.log(ctx, rs, status)
 	}
 }

@@ -134,7 +134,18 @@ type upstreamBody[C pooledConn] struct {
 	br        *bufio.Reader
 	closeConn bool
 	done      bool
+	onClose   func(complete bool)
 }
+
+// streamedBody is a response body sent to the client as a stream: the
+// access log waits for its end to log the request.
+type streamedBody interface {
+	// notifyClose has f called once the body is done with, with whether
+	// it was sent whole.
+	notifyClose(f func(complete bool))
+}
+
+func (s *upstreamBody[C]) notifyClose(f func(bool)) { s.onClose = f }
 
 func (s *upstreamBody[C]) Read(b []byte) (int, error) {
 	n, err := s.r.Read(b)
@@ -148,6 +159,11 @@ func (s *upstreamBody[C]) Read(b []byte) (int, error) {
 // read to the end) and returns s to its pool.
 func (s *upstreamBody[C]) Close() error {
 	t := s.t
+	if f := s.onClose; f != nil {
+		// fasthttp stops reading when a write to the client fails (its
+		// write timeout included): the body was then not read to the end.
+		defer f(s.done)
+	}
 	s.hc.ReleaseReader(s.br)
 	if s.done && !s.closeConn {
 		t.release(s.cc)

@@ -19,8 +19,7 @@ import (
 func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	req := &ctx.Request
 	up := rs.route.upstream
-	proto := append([]byte(nil), req.Header.PeekBytes(hUpgrade)...)
-	removeHopHeaders(&req.Header)
+	proto := rs.upgradeBuf[:rs.upgradeN]
 	p.prepare(ctx, t, rs)
 	// Upgrade and Connection are hop-by-hop: set them again for this hop,
 	// as httputil's ReverseProxy does for upgrades.
@@ -29,7 +28,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 
 	conn, err := fasthttp.DialTimeout(up.addr, up.connect)
 	if err != nil {
-		p.upstreamFailed(ctx, rs, err, false)
+		p.upstreamFailed(ctx, rs, err)
 		return
 	}
 	if up.https {
@@ -37,7 +36,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 		_ = tc.SetDeadline(time.Now().Add(up.connect))
 		if err := tc.Handshake(); err != nil {
 			conn.Close()
-			p.upstreamFailed(ctx, rs, err, false)
+			p.upstreamFailed(ctx, rs, err)
 			return
 		}
 		conn = tc
@@ -48,21 +47,21 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	bw := bufio.NewWriter(conn)
 	if err := req.Header.Write(bw); err != nil || bw.Flush() != nil {
 		conn.Close()
-		p.upstreamFailed(ctx, rs, err, false)
+		p.upstreamFailed(ctx, rs, err)
 		return
 	}
 	br := bufio.NewReader(conn)
 	resp := &ctx.Response
 	if err := resp.Header.Read(br); err != nil {
 		conn.Close()
-		p.upstreamFailed(ctx, rs, err, false)
+		p.upstreamFailed(ctx, rs, err)
 		return
 	}
 	if resp.StatusCode() != fasthttp.StatusSwitchingProtocols {
 		// Refused: relay the answer (bounded) and close the connection.
 		defer conn.Close()
 		if err := resp.ReadBody(br, 1<<20); err != nil {
-			p.upstreamFailed(ctx, rs, err, false)
+			p.upstreamFailed(ctx, rs, err)
 			return
 		}
 		removeHopHeaders(&resp.Header)
@@ -74,6 +73,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	_ = conn.SetDeadline(time.Time{})
 	// We write the 101 ourselves: fasthttp would add a Content-Length.
 	head := append([]byte("HTTP/1.1 101 Switching Protocols\r\n"), upgradeHeaders(resp, t, rs)...)
+	hijacked(ctx)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		defer conn.Close()

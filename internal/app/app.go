@@ -242,7 +242,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		a.access = access
 	}
 	a.proxy, err = proxy.New(cfg, proxy.Options{
-		VerifyAPIKey: a.verifyAPIKey, Admit: a.admit, Release: a.release, SelfService: a.selfService,
+		VerifyAPIKey: a.verifyAPIKey, Admit: a.admit, Release: a.release, Refund: a.refund, SelfService: a.selfService,
 		Log:    a.log.Named("proxy"),
 		Access: access, Metrics: proxy.NewMetrics(reg),
 	})
@@ -328,7 +328,7 @@ func (a *App) admit(id proxy.Identity, cost int64) proxy.Decision {
 	pd := proxy.Decision{
 		Allowed: d.Allowed, Unlimited: d.Unlimited, Limit: d.Limit, Remaining: d.Remaining, Reset: d.Reset,
 		Unavailable: d.Err == limiter.ErrUnavailable, UnknownTenant: d.Err == limiter.ErrUnknownTenant,
-		Release: d.Acquired,
+		Release: d.Acquired, Open: d.Open, PeriodEnd: d.PeriodEnd,
 	}
 	switch d.Reason {
 	case limiter.ReasonRate:
@@ -344,6 +344,12 @@ func (a *App) admit(id proxy.Identity, cost int64) proxy.Decision {
 }
 
 func (a *App) release(id proxy.Identity) { a.quotas.Release(id.Tenant) }
+
+// refund gives back the quota of a request that failed through the
+// client's fault.
+func (a *App) refund(id proxy.Identity, cost int64, d proxy.Decision) {
+	a.quotas.Refund(id.Tenant, cost, limiter.Decision{Allowed: d.Allowed, Unlimited: d.Unlimited, Open: d.Open, PeriodEnd: d.PeriodEnd})
+}
 
 // limits gives the limiter a tenant's limits from its record and plan.
 func (a *App) limits(tenant string) (limiter.Limit, bool) {

@@ -30,6 +30,11 @@ const (
 	CodeInvalidField        Code = "invalid_field"
 	CodeConflict            Code = "conflict"
 	CodeUnavailable         Code = "unavailable"
+	CodeVersionNotSupported Code = "version_not_supported"
+	CodeInvalidFraming      Code = "invalid_framing"
+	CodeInvalidTarget       Code = "invalid_target"
+	CodeInvalidHost         Code = "invalid_host"
+	CodeAmbiguousPath       Code = "ambiguous_path"
 )
 
 // Entry describes one code: the status it is normally sent with and the
@@ -67,6 +72,11 @@ var Catalogue = []Entry{
 	{CodeInvalidField, 400, "invalid value"},
 	{CodeConflict, 409, "already exists"},
 	{CodeUnavailable, 503, "the service is not ready"},
+	{CodeVersionNotSupported, 505, "only HTTP/1.1 and HTTP/1.0 are served"},
+	{CodeInvalidFraming, 400, "the request's framing is not unambiguous HTTP/1.1"},
+	{CodeInvalidTarget, 400, "the request target is not valid"},
+	{CodeInvalidHost, 400, "the request's host is missing or not valid"},
+	{CodeAmbiguousPath, 400, "the request path is ambiguous"},
 }
 
 var byCode = func() map[Code]Entry {
