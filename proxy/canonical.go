@@ -88,12 +88,19 @@ func (p *Proxy) canonicalize(ctx *fasthttp.RequestCtx, rs *reqState, expecting b
 		p.fail(ctx, rs, 400, problems.CodeAmbiguousPath, "", why)
 		return false
 	}
-	if absolute || !bytes.Equal(canon, path) {
-		if absolute {
-			// Copy: host points into the request target we replace.
-			var hb [256]byte
-			h.SetHostBytes(append(hb[:0], host...))
+	// A fully qualified name's final dot ("private.test.") is dropped:
+	// routing and many backends would otherwise read two names.
+	dot := trailingDot(host)
+	if absolute || dot >= 0 {
+		// Copy: host points into the request target or header we replace.
+		var hb [256]byte
+		b := append(hb[:0], host...)
+		if dot >= 0 {
+			b = append(b[:dot], host[dot+1:]...)
 		}
+		h.SetHostBytes(b)
+	}
+	if absolute || !bytes.Equal(canon, path) {
 		canon = append(canon, query...)
 		req.SetRequestURIBytes(canon)
 	}
@@ -282,6 +289,22 @@ func validHost(h []byte) bool {
 		}
 	}
 	return validPort(port)
+}
+
+// trailingDot returns the index of the dot that ends host's name
+// ("example.com.:80"), or -1.
+func trailingDot(host []byte) int {
+	if len(host) == 0 || host[0] == '[' {
+		return -1
+	}
+	end := len(host)
+	if i := bytes.IndexByte(host, ':'); i >= 0 {
+		end = i
+	}
+	if end > 1 && host[end-1] == '.' {
+		return end - 1
+	}
+	return -1
 }
 
 // validPort accepts "" or ":" followed by one to five digits.
