@@ -21,7 +21,11 @@ import (
 // hostRoutes adds the two host routes of the Host-confusion reproduction:
 // public.test is open, private.test needs a key.
 func hostRoutes(c *config.Config) {
+	piped := c.Upstreams["be"]
+	piped.Pipeline = &config.Pipeline{Conns: 2, MaxBody: 1 << 20}
+	c.Upstreams["piped"] = piped
 	c.Routes = append(c.Routes,
+		config.Route{PathPrefix: "/piped", Upstream: "piped"},
 		config.Route{Host: "public.test", PathPrefix: "/", Upstream: "be"},
 		config.Route{Host: "private.test", PathPrefix: "/", Upstream: "be", Auth: []string{"api_key"}},
 	)
@@ -57,6 +61,8 @@ func TestCanonicalRequest(t *testing.T) {
 		{name: "encoded prefix", req: "GET /%61pi/x HTTP/1.1\r\nHost: a\r\n\r\n", status: 401, code: problems.CodeCredentialMissing},
 		{name: "unreserved decoded", req: "GET /open/%61%7E%2d?q=%2F..%2f HTTP/1.1\r\nHost: a\r\n\r\n", status: 200, target: "/open/a~-?q=%2F..%2f", host: "a"},
 		{name: "reserved kept upper", req: "GET /open/a%2cb%20c HTTP/1.1\r\nHost: a\r\n\r\n", status: 200, target: "/open/a%2Cb%20c", host: "a"},
+		{name: "pipelined as canonical", req: "GET /piped/a%2Cb%20c/%7e HTTP/1.1\r\nHost: a\r\n\r\n", status: 200, target: "/piped/a%2Cb%20c/~", host: "a"},
+		{name: "pipelined untouched", req: "GET /piped/a%2Cb%20c?x=%2e%2e HTTP/1.0\r\nHost: a\r\n\r\n", status: 200, target: "/piped/a%2Cb%20c?x=%2e%2e", host: "a", closeAft: true},
 		{name: "trailing slash", req: "GET /open/ HTTP/1.1\r\nHost: a\r\n\r\n", status: 200, target: "/open/", host: "a"},
 		{name: "absolute form routes on its authority", req: "GET http://private.test/secret HTTP/1.1\r\nHost: public.test\r\n\r\n", status: 401, code: problems.CodeCredentialMissing},
 		{name: "absolute form forwards its authority", req: "GET http://public.test/x?y HTTP/1.1\r\nHost: private.test\r\n\r\n", status: 200, target: "/x?y", host: "public.test"},

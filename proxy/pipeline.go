@@ -115,6 +115,9 @@ func (p *pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 	if len(req.Header.Host()) == 0 || req.IsBodyStream() || len(req.Body()) > 0 {
 		return errNotPipelined
 	}
+	// The target goes as it is, as HostClient.DisablePathNormalizing
+	// sends it on the pool.
+	req.URI().DisablePathNormalizing = true
 	// A client's "Connection: close" is for tollgate, not for the shared
 	// upstream connection.
 	req.Header.ResetConnectionClose()

@@ -46,6 +46,8 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 	if err != nil {
 		return false, err
 	}
+	// A streamed body cannot be sent twice: no retry once it was tried.
+	replayable := !req.IsBodyStream()
 	conn := cc.Conn()
 	bw := hc.AcquireWriter(conn)
 	ic, _ := conn.(*idleConn)
@@ -68,7 +70,7 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		t.close(cc)
 		// A pooled connection the upstream closed meanwhile fails here:
 		// fasthttp retries idempotent requests.
-		return true, err
+		return replayable, err
 	}
 	br := hc.AcquireReader(conn)
 	if err = readHead(br, &resp.Header); err != nil {
