@@ -231,7 +231,6 @@ var (
 	vHTTPS           = []byte("https")
 	vTrailers        = []byte("trailers")
 	vAPIKey          = []byte("api_key")
-	vChunked         = []byte("chunked")
 )
 
 // hopHeaders are removed from requests and responses before forwarding:
