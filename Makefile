@@ -22,6 +22,7 @@ fuzz:             ## each fuzz target for 30s
 	go test -run '^$$' -fuzz FuzzBody -fuzztime 30s ./internal/normalize/
 	go test -run '^$$' -fuzz FuzzParseAuthorization -fuzztime 30s ./proxy/
 	go test -run '^$$' -fuzz FuzzRequestHead -fuzztime 30s ./proxy/
+	go test -run '^$$' -fuzz FuzzRemoveHopHeaders -fuzztime 30s ./proxy/
 	go test -run '^$$' -fuzz FuzzScanKey -fuzztime 30s ./internal/store/
 
 .PHONY: bench-proxy

@@ -79,3 +79,66 @@ func TestValidHost(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRemoveHopHeaders: after removeHopHeaders no hop-by-hop header is
+// left (but "Te: trailers"), nor any header a Connection line names, on
+// any line and at any length, and headers nobody named are kept.
+func FuzzRemoveHopHeaders(f *testing.F) {
+	for _, s := range []string{
+		"Connection: close\r\nX-A: 1\r\n",
+		"Connection: X-A\r\nConnection: X-B, X-C\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\n",
+		"Connection: keep-alive, " + strings.Repeat("X-Pad-", 60) + ", X-Late\r\nX-Late: 1\r\n",
+		"Te: trailers\r\nKeep-Alive: 5\r\nUpgrade: h2c\r\nProxy-Authorization: x\r\n",
+		"Te: gzip\r\nTrailer: X-A\r\nProxy-Connection: keep-alive\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, lines string) {
+		var h fasthttp.RequestHeader
+		if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: a\r\n" + lines + "\r\n"))); err != nil {
+			return
+		}
+		var named []string
+		for _, c := range h.PeekAll("Connection") {
+			for _, tok := range strings.Split(string(c), ",") {
+				if tok = strings.TrimSpace(tok); tok != "" && !strings.EqualFold(tok, "close") && !strings.EqualFold(tok, "keep-alive") {
+					named = append(named, tok)
+				}
+			}
+		}
+		te := strings.EqualFold(strings.TrimSpace(string(h.Peek("Te"))), "trailers")
+		var kept []string
+		for k := range h.All() {
+			if !isHopHeader(k) && !isNamed(named, string(k)) {
+				kept = append(kept, string(k))
+			}
+		}
+		removeHopHeaders(&h)
+		for k, v := range h.All() {
+			if isNamed(named, string(k)) && !(te && strings.EqualFold(string(k), "Te")) {
+				t.Fatalf("%q: %s was named by Connection and kept", lines, k)
+			}
+			if isHopHeader(k) && !(strings.EqualFold(string(k), "Te") && string(v) == "trailers") {
+				t.Fatalf("%q: hop-by-hop %s: %s kept", lines, k, v)
+			}
+		}
+		for _, k := range kept {
+			found := false
+			for k2 := range h.All() {
+				found = found || string(k2) == k
+			}
+			if !found {
+				t.Fatalf("%q: %s removed though nothing named it", lines, k)
+			}
+		}
+	})
+}
+
+func isNamed(named []string, k string) bool {
+	for _, n := range named {
+		if strings.EqualFold(n, k) {
+			return true
+		}
+	}
+	return false
+}

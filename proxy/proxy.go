@@ -770,11 +770,17 @@ func removeHopHeaders(h hopHeader) {
 			return
 		}
 	}
-	if c := h.PeekBytes(hConnection); len(c) > 0 && !isPlainConnection(c) {
-		var buf [256]byte
-		n := copy(buf[:], c)
-		for _, f := range bytes.Split(buf[:n], []byte{','}) {
-			if f = bytes.TrimSpace(f); len(f) > 0 {
+	// Every Connection line, at any length, as httputil does. The values
+	// stay valid while headers are only deleted.
+	for _, c := range h.PeekAll(HeaderConnection) {
+		for len(c) > 0 {
+			var f []byte
+			if i := bytes.IndexByte(c, ','); i >= 0 {
+				f, c = c[:i], c[i+1:]
+			} else {
+				f, c = c, nil
+			}
+			if f = bytes.TrimSpace(f); len(f) > 0 && !isPlainConnection(f) {
 				h.DelBytes(f)
 			}
 		}
@@ -788,7 +794,11 @@ func removeHopHeaders(h hopHeader) {
 	}
 }
 
+// HeaderConnection is the name PeekAll takes.
+const HeaderConnection = "Connection"
+
 type hopHeader interface {
+	PeekAll(string) [][]byte
 	PeekBytes([]byte) []byte
 	DelBytes([]byte)
 	SetCanonical([]byte, []byte)
