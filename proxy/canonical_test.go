@@ -63,6 +63,7 @@ func TestCanonicalRequest(t *testing.T) {
 		{name: "reserved kept upper", req: "GET /open/a%2cb%20c HTTP/1.1\r\nHost: a\r\n\r\n", status: 200, target: "/open/a%2Cb%20c", host: "a"},
 		{name: "pipelined as canonical", req: "GET /piped/a%2Cb%20c/%7e HTTP/1.1\r\nHost: a\r\n\r\n", status: 200, target: "/piped/a%2Cb%20c/~", host: "a"},
 		{name: "pipelined untouched", req: "GET /piped/a%2Cb%20c?x=%2e%2e HTTP/1.0\r\nHost: a\r\n\r\n", status: 200, target: "/piped/a%2Cb%20c?x=%2e%2e", host: "a", closeAft: true},
+		{name: "pipelined empty POST", req: "POST /piped/x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", status: 200, target: "/piped/x", host: "a"},
 		{name: "trailing slash", req: "GET /open/ HTTP/1.1\r\nHost: a\r\n\r\n", status: 200, target: "/open/", host: "a"},
 		{name: "absolute form routes on its authority", req: "GET http://private.test/secret HTTP/1.1\r\nHost: public.test\r\n\r\n", status: 401, code: problems.CodeCredentialMissing},
 		{name: "absolute form forwards its authority", req: "GET http://public.test/x?y HTTP/1.1\r\nHost: private.test\r\n\r\n", status: 200, target: "/x?y", host: "public.test"},

@@ -538,6 +538,11 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	p.prepare(ctx, t, rs)
 	var err error
 	if up.pipe != nil && !rs.hasBody {
+		if req.IsBodyStream() {
+			// An empty stream ("Content-Length: 0"): a pipelined
+			// request carries no body at all.
+			req.SetBody(nil)
+		}
 		err = up.pipe.Do(req, &ctx.Response)
 	} else {
 		err = up.client.Do(req, &ctx.Response)
