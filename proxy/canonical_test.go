@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"io"
 	"net"
 	"net/url"
@@ -453,4 +454,69 @@ func FuzzRequestHead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the access log's writer and the
+// test reading it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestAccessLogOfCutDownload: a streamed answer that the client does not
+// take within server.write_timeout is logged when it ends, with its real
+// duration and "complete":false; one taken whole is logged complete.
+func TestAccessLogOfCutDownload(t *testing.T) {
+	var out syncBuffer
+	al := proxy.NewAccessLog(&out)
+	h := start(t, func(c *config.Config) {
+		c.Server.WriteTimeout = config.Duration(300 * time.Millisecond)
+	}, proxy.Options{Access: al})
+	conn := h.dial(t)
+	io.WriteString(conn, "GET /open/big HTTP/1.1\r\nHost: a\r\n\r\n")
+	// Read nothing: the 50 MiB answer fills the socket buffers and the
+	// proxy's write times out.
+	deadline := time.Now().Add(5 * time.Second)
+	var line string
+	for time.Now().Before(deadline) && line == "" {
+		time.Sleep(50 * time.Millisecond)
+		al.Flush()
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, `"path":"/open/big"`) {
+				line = l
+			}
+		}
+	}
+	if line == "" {
+		t.Fatalf("no access log line for the cut download; log:\n%s", out.String())
+	}
+	if !strings.Contains(line, `"complete":false`) || !strings.Contains(line, `"status":200`) {
+		t.Errorf("cut download logged as %s; want status 200 and complete:false", line)
+	}
+	var entry struct {
+		DurationMS float64 `json:"duration_ms"`
+	}
+	if err := json.Unmarshal([]byte(line), &entry); err != nil || entry.DurationMS < 250 {
+		t.Errorf("cut download logged with duration %v ms (%v); want at least the write timeout", entry.DurationMS, err)
+	}
+	resp := h.raw(t, "GET /open/x HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode() != 200 {
+		t.Fatal(resp.StatusCode())
+	}
+	al.Flush()
+	if strings.Contains(out.String(), `"path":"/open/x","status":200,"complete":false`) {
+		t.Errorf("a whole answer logged as incomplete:\n%s", out.String())
+	}
 }
