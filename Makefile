@@ -10,7 +10,8 @@ test:             ## the whole suite with the race detector (the README's comman
 lint:             ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	go vet ./...
-	staticcheck ./... || (echo "install: go install honnef.co/go/tools/cmd/staticcheck@latest"; exit 1)
+	go mod tidy -diff
+	staticcheck ./... || (echo "install: go install honnef.co/go/tools/cmd/staticcheck@v0.8.2"; exit 1)
 
 bench:            ## Go benchmarks of the hot path with allocation counts
 	go test -run '^$$' -bench . -benchmem ./authn/ ./limiter/ ./internal/app/

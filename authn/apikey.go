@@ -7,8 +7,9 @@ package authn
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"hash/crc32"
+
+	"github.com/tollgate/tollgate/internal/access"
 )
 
 // API keys look like tg_<id>_<secret><check>: a fixed prefix so that
@@ -26,12 +27,12 @@ const (
 	displayChars = len(KeyPrefix) + idLen + 1 + 4 // shown in lists: tg_<id>_abcd
 )
 
-// Errors returned by verification.
+// Errors returned by verification: the values of package access, so that
+// they keep their identity across the seam (errors.Is).
 var (
-	ErrMissing     = errors.New("authn: no credential")
-	ErrMalformed   = errors.New("authn: malformed credential")
-	ErrInvalid     = errors.New("authn: invalid credential")
-	ErrUnavailable = errors.New("authn: credential store unavailable")
+	ErrMalformed   = access.ErrMalformed
+	ErrInvalid     = access.ErrInvalid
+	ErrUnavailable = access.ErrStoreUnavailable
 )
 
 var isBase62 = func() (t [256]bool) {

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/access"
 )
 
 const idStart, idEnd = len(KeyPrefix), len(KeyPrefix) + idLen
@@ -315,4 +317,12 @@ func FuzzParseAPIKey(f *testing.F) {
 			t.Fatalf("ParseAPIKey(%q) = %q, %v; want %q, nil", fresh, id, err, freshID)
 		}
 	})
+}
+
+// TestMethodIsKind: a credential's Method and the access.Kind the proxy
+// sees are the same numbers.
+func TestMethodIsKind(t *testing.T) {
+	if access.Kind(MethodAPIKey) != access.KindAPIKey || MethodAPIKey.String() != access.KindAPIKey.String() {
+		t.Errorf("MethodAPIKey %d %q, KindAPIKey %d %q", MethodAPIKey, MethodAPIKey, access.KindAPIKey, access.KindAPIKey)
+	}
 }

@@ -52,7 +52,7 @@ func testHotPathAllocs(t *testing.T, pipelined, tcp bool) {
 	if err := config.Validate(c); err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(c, proxy.Options{VerifyAPIKey: verify, Admit: admit, Access: proxy.NewAccessLog(discard{}),
+	p, err := proxy.New(c, proxy.Options{Authenticate: verify, Admit: admit, Access: proxy.NewAccessLog(discard{}),
 		Dial: dial})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/problems"
 	"github.com/tollgate/tollgate/proxy"
@@ -41,7 +42,7 @@ func benchmarkHandler(b *testing.B, pipelined bool) {
 	if err := config.Validate(c); err != nil {
 		b.Fatal(err)
 	}
-	p, err := proxy.New(c, proxy.Options{VerifyAPIKey: verify, Admit: admit,
+	p, err := proxy.New(c, proxy.Options{Authenticate: verify, Admit: admit,
 		Dial: func(string) (net.Conn, error) { return beLn.Dial() }})
 	if err != nil {
 		b.Fatal(err)
@@ -68,8 +69,8 @@ func benchmarkHandler(b *testing.B, pipelined bool) {
 
 func BenchmarkLimitHeaders(b *testing.B) {
 	var h fasthttp.ResponseHeader
-	d := proxy.Decision{Allowed: true, Limit: 16000, Remaining: 15997, Reset: 626302,
-		Rate: proxy.Rate{Set: true, Limit: 20, Window: 1, Remaining: 19, Reset: 1}}
+	d := access.Decision{Allowed: true, Limit: 16000, Remaining: 15997, Reset: 626302,
+		HasRate: true, Rate: access.Rate{Limit: 20, Window: 1, Remaining: 19, Reset: 1}}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		proxy.SetLimitHeaders(&h, &d)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/problems"
 	"github.com/tollgate/tollgate/proxy"
@@ -291,7 +292,7 @@ func TestBareLineFeedHead(t *testing.T) {
 func TestRefundOnClientBodyFailure(t *testing.T) {
 	var mu sync.Mutex
 	refunded := int64(0)
-	h := start(t, nil, proxy.Options{Refund: func(id proxy.Identity, cost int64, d proxy.Decision) {
+	h := start(t, nil, proxy.Options{Refund: func(id access.Principal, cost int64, d access.Decision) {
 		mu.Lock()
 		refunded += cost
 		mu.Unlock()
@@ -383,7 +384,7 @@ func FuzzRequestHead(f *testing.F) {
 	if err := config.Validate(c); err != nil {
 		f.Fatal(err)
 	}
-	p, err := proxy.New(c, proxy.Options{VerifyAPIKey: verify, Admit: admit})
+	p, err := proxy.New(c, proxy.Options{Authenticate: verify, Admit: admit})
 	if err != nil {
 		f.Fatal(err)
 	}

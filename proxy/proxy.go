@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/normalize"
 	"github.com/tollgate/tollgate/internal/problems"
@@ -24,85 +25,38 @@ import (
 	"go.uber.org/zap"
 )
 
-// Identity is who a verified credential belongs to.
-type Identity struct {
-	Tenant     string
-	Credential string
-	Method     string
-}
+// SelfServiceKind names a self-service path.
+type SelfServiceKind uint8
 
-// Decision is a quota admission as the proxy needs it.
-type Decision struct {
-	Allowed   bool
-	Unlimited bool
-	Limit     int64
-	Remaining int64
-	Reset     int64 // seconds until the period resets
-	// Unavailable says the decision was a refusal because the ledger
-	// could not be reached.
-	Unavailable bool
-	// UnknownTenant says the credential's tenant has no limits.
-	UnknownTenant bool
-	// Refusal names the limit that refused the request.
-	Refusal Refusal
-	// Rate is the short-window limit, when the plan has one.
-	Rate Rate
-	// Release says Options.Release must be called when the request is done
-	// (a concurrency slot was taken).
-	Release bool
-	// Open says the request was admitted on the open outage allowance, and
-	// PeriodEnd is the end of the quota period it was admitted in (Unix
-	// nanoseconds): both are handed back to Options.Refund.
-	Open      bool
-	PeriodEnd int64
-}
-
-// Refusal names the limit that refused a request.
-type Refusal uint8
-
-// Refusals.
+// Self-service paths (self_service.usage, self_service.limit_requests).
 const (
-	RefusedQuota Refusal = iota
-	RefusedRate
-	RefusedConcurrency
+	SelfUsage SelfServiceKind = 1 + iota
+	SelfLimitRequests
 )
 
-// Rate is the state of a short-window rate limit.
-type Rate struct {
-	Set        bool
-	Limit      int64 // burst: requests allowed at once
-	Window     int64 // seconds the limit is defined over
-	Remaining  int64
-	Reset      int64 // seconds until the bucket is full
-	RetryAfter int64
-}
-
-// Errors an APIKey hook returns.
-var (
-	ErrMalformed   = errors.New("proxy: malformed credential")
-	ErrInvalid     = errors.New("proxy: invalid credential")
-	ErrUnavailable = errors.New("proxy: credential store unavailable")
-)
-
-// Options configure a Proxy.
+// Options configure a Proxy. The hooks take and return the types of
+// package access, shared with authn and the limiter: the proxy converts
+// nothing.
 type Options struct {
-	// VerifyAPIKey checks a presented API key. Required.
-	VerifyAPIKey func(key []byte) (Identity, error)
-	// Admit applies the limits of id's tenant to a request costing cost
+	// Authenticate verifies a presented credential of any kind and returns
+	// who it is, or an access error (ErrMalformed, ErrInvalid, ErrExpired,
+	// ErrUnsupported, ErrStoreUnavailable). Required.
+	Authenticate func(c access.Presented) (access.Principal, error)
+	// Admit applies the limits of p's tenant to a request costing cost
 	// quota units. Required.
-	Admit func(id Identity, cost int64) Decision
-	// Release ends a request whose Decision had Release set. Required
+	Admit func(p access.Principal, cost int64) access.Decision
+	// Release ends a request whose Decision had Acquired set. Required
 	// when Admit sets it.
-	Release func(id Identity)
+	Release func(p access.Principal)
 	// Refund gives back the quota of an admitted request that failed
 	// through the client's fault before the upstream received it whole (a
 	// malformed or cut-off body). If nil, such requests still count.
-	Refund func(id Identity, cost int64, d Decision)
-	// SelfService answers the self-service paths (kind "usage" or
-	// "limit-requests") for an authenticated credential: the answer's
-	// status and JSON body, or an error (a *problems.Error is shown as
-	// it is). If nil, the paths are not served.
-	SelfService func(kind string, id Identity, method string, query, body []byte) (int, []byte, error)
+	Refund func(p access.Principal, cost int64, d access.Decision)
+	// SelfService answers the self-service paths for an authenticated
+	// credential: the answer's status and JSON body, or an error (a
+	// *problems.Error is shown as it is). If nil, the paths are not
+	// served.
+	SelfService func(kind SelfServiceKind, p access.Principal, method string, query, body []byte) (int, []byte, error)
 	// Log is the component logger. Default: no logging.
 	Log *zap.Logger
 	// Access receives one line per request when set.
@@ -230,7 +184,6 @@ var (
 	vHTTP            = []byte("http")
 	vHTTPS           = []byte("https")
 	vTrailers        = []byte("trailers")
-	vAPIKey          = []byte("api_key")
 )
 
 // hopHeaders are removed from requests and responses before forwarding:
@@ -242,8 +195,8 @@ var hopHeaders = [][]byte{hConnection, hProxyConnection, hKeepAlive, hProxyAuthn
 type reqState struct {
 	start  time.Time
 	route  *route
-	id     Identity
-	dec    Decision
+	id     access.Principal
+	dec    access.Decision
 	hasDec bool
 	reqID  [64]byte
 	reqIDn int
@@ -271,7 +224,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	t := p.tab.Load()
 	defer func() {
 		if r := recover(); r != nil {
-			p.log.Error("panic serving request", zap.Any("panic", r), zap.Stack("stack"))
+			p.log.Error("panic serving request", zap.Any("panic", r), zap.String("request_id", string(rs.reqID[:rs.reqIDn])), zap.Stack("stack"))
 			p.fail(ctx, &rs, 500, problems.CodeInternal, "", "")
 		}
 		p.finish(ctx, t, &rs)
@@ -282,7 +235,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if rs.route == nil { // self-service, answered
 		return
 	}
-	if rs.route.apiKey {
+	if rs.route.auth != 0 {
 		// Bodies up to bufferedBody are read whole before anything is
 		// counted or sent: a malformed or cut-off one is the client's
 		// error (400 or 408) and costs neither quota nor an upstream
@@ -295,15 +248,15 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		if !rs.dec.Allowed {
 			var buf [24]byte
 			switch {
-			case rs.dec.UnknownTenant:
+			case errors.Is(rs.dec.Err, access.ErrUnknownTenant):
 				rs.hasDec = false
 				p.fail(ctx, &rs, 403, problems.CodeForbidden, "", "the credential's tenant does not exist")
-			case rs.dec.Unavailable:
+			case errors.Is(rs.dec.Err, access.ErrLedgerUnavailable):
 				p.fail(ctx, &rs, 503, problems.CodeStoreUnavailable, "", "the quota ledger is unavailable")
-			case rs.dec.Refusal == RefusedRate:
+			case rs.dec.Reason == access.ReasonRate:
 				ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], max(rs.dec.Rate.RetryAfter, 1), 10))
 				p.fail(ctx, &rs, 429, problems.CodeRateLimited, "", "")
-			case rs.dec.Refusal == RefusedConcurrency:
+			case rs.dec.Reason == access.ReasonConcurrency:
 				ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], 1, 10))
 				p.fail(ctx, &rs, 429, problems.CodeConcurrencyLimited, "", "")
 			default:
@@ -332,13 +285,13 @@ func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting
 		return false
 	}
 	if p.o.SelfService != nil {
-		kind := ""
+		var kind SelfServiceKind
 		if len(t.selfUsage) > 0 && bytes.Equal(rs.path, t.selfUsage) {
-			kind = "usage"
+			kind = SelfUsage
 		} else if len(t.selfReqs) > 0 && bytes.Equal(rs.path, t.selfReqs) {
-			kind = "limit-requests"
+			kind = SelfLimitRequests
 		}
-		if kind != "" {
+		if kind != 0 {
 			if !expecting {
 				p.selfService(ctx, t, rs, kind)
 			}
@@ -361,7 +314,7 @@ func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting
 		p.fail(ctx, rs, 501, problems.CodeUpgradeRefused, "Upgrade", "")
 		return false
 	}
-	if rs.route.apiKey && !p.authenticate(ctx, t, rs) {
+	if rs.route.auth != 0 && (!p.authenticate(ctx, t, rs, rs.route.auth) || !p.authorize(ctx, rs)) {
 		return false
 	}
 	return true
@@ -387,36 +340,10 @@ func (p *Proxy) expect(ctx *fasthttp.RequestCtx) int {
 	return status
 }
 
-// authenticate verifies the request's API key; on failure it has answered.
-func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool {
-	key, field := t.apiKey(ctx)
-	if key == nil {
-		ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
-		p.fail(ctx, rs, 401, problems.CodeCredentialMissing, field, "")
-		return false
-	}
-	id, err := p.o.VerifyAPIKey(key)
-	if err != nil {
-		switch {
-		case errors.Is(err, ErrMalformed):
-			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
-			p.fail(ctx, rs, 401, problems.CodeCredentialMalformed, field, "")
-		case errors.Is(err, ErrUnavailable):
-			p.fail(ctx, rs, 503, problems.CodeStoreUnavailable, "", "")
-		default:
-			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge())
-			p.fail(ctx, rs, 401, problems.CodeCredentialInvalid, field, "")
-		}
-		return false
-	}
-	rs.id = id
-	return true
-}
-
 // selfService serves a tenant's own usage and limit requests. It needs
 // the tenant's credential and does not count against the quota.
-func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, kind string) {
-	if !p.authenticate(ctx, t, rs) {
+func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, kind SelfServiceKind) {
+	if !p.authenticate(ctx, t, rs, t.selfAuth) {
 		return
 	}
 	var body []byte
@@ -436,7 +363,7 @@ func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ki
 	if err != nil {
 		pe := problems.From(err)
 		if pe.Status >= 500 {
-			p.log.Error("self-service failed", zap.String("kind", kind), zap.Error(err))
+			p.log.Error("self-service failed", zap.Uint8("kind", uint8(kind)), zap.String("request_id", string(rs.reqID[:rs.reqIDn])), zap.Error(err))
 		}
 		p.render(ctx, rs, pe.Status, pe.Problems)
 		return
@@ -445,48 +372,6 @@ func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ki
 	ctx.Response.Header.SetContentTypeBytes(ctJSON)
 	ctx.Response.SetBodyRaw(out)
 }
-
-// apiKey returns the presented API key and the header it came in.
-func (t *table) apiKey(ctx *fasthttp.RequestCtx) ([]byte, string) {
-	for _, h := range t.apiKeyHdr {
-		if v := ctx.Request.Header.PeekBytes(h); len(v) > 0 {
-			return v, b2s(h)
-		}
-	}
-	if t.authzSch != nil {
-		if v := ParseAuthorization(ctx.Request.Header.PeekBytes(hAuthorization), t.authzSch); v != nil {
-			return v, "Authorization"
-		}
-	}
-	if len(t.apiKeyHdr) > 0 {
-		return nil, b2s(t.apiKeyHdr[0])
-	}
-	return nil, "Authorization"
-}
-
-// ParseAuthorization returns the credentials of an Authorization header
-// value "<scheme> <credentials>" with the scheme matched case-insensitively
-// (RFC 9110 §11.1), or nil.
-func ParseAuthorization(v, scheme []byte) []byte {
-	if len(v) <= len(scheme) || v[len(scheme)] != ' ' || !bytes.EqualFold(v[:len(scheme)], scheme) {
-		return nil
-	}
-	v = bytes.TrimLeft(v[len(scheme)+1:], " ")
-	v = bytes.TrimRight(v, " ")
-	if len(v) == 0 {
-		return nil
-	}
-	return v
-}
-
-func (t *table) challenge() []byte {
-	if t.authzSch != nil && len(t.apiKeyHdr) == 0 {
-		return t.authzSch
-	}
-	return challengeAPIKey
-}
-
-var challengeAPIKey = []byte(`ApiKey realm="tollgate"`)
 
 // requestID keeps a client's X-Request-Id when it sent exactly one valid
 // copy, or makes one. prepare sets it on the forwarded request, after the
@@ -584,7 +469,9 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		p.fail(ctx, rs, 502, problems.CodeUpstreamError, "", "the upstream's answer is larger than a pipelined upstream allows (pipeline.max_body)")
 	default:
-		p.log.Debug("upstream failed", zap.String("upstream", rs.route.upstream.name), zap.Error(err))
+		if ce := p.log.Check(zap.DebugLevel, "upstream failed"); ce != nil {
+			ce.Write(zap.String("upstream", rs.route.upstream.name), zap.String("request_id", string(rs.reqID[:rs.reqIDn])), zap.Error(err))
+		}
 		p.fail(ctx, rs, 502, problems.CodeUpstreamUnreachable, "", "")
 	}
 }
@@ -599,20 +486,15 @@ func (p *Proxy) prepare(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	req.Header.DelBytes(t.hReqID)
 	req.Header.SetCanonical(t.hReqID, rs.reqID[:rs.reqIDn])
 	// Identity headers are ours alone: drop whatever the client sent, then
-	// set the verified values. The API key itself is not forwarded.
+	// set the verified values. Credentials are not forwarded.
 	req.Header.DelBytes(t.hTenant)
 	req.Header.DelBytes(t.hCred)
 	req.Header.DelBytes(t.hAuth)
-	if rs.route.apiKey {
-		for _, h := range t.apiKeyHdr {
-			req.Header.DelBytes(h)
-		}
-		if t.authzSch != nil && ParseAuthorization(req.Header.PeekBytes(hAuthorization), t.authzSch) != nil {
-			req.Header.DelBytes(hAuthorization)
-		}
+	if rs.route.auth != 0 {
+		t.stripCredentials(&req.Header, rs.route.auth)
 		req.Header.SetCanonical(t.hTenant, s2b(rs.id.Tenant))
 		req.Header.SetCanonical(t.hCred, s2b(rs.id.Credential))
-		req.Header.SetCanonical(t.hAuth, vAPIKey)
+		req.Header.SetCanonical(t.hAuth, s2b(rs.id.Kind.String()))
 	}
 	p.setForwarded(ctx, t)
 	// We answered any Expect: 100-continue ourselves (fasthttp does, as it
@@ -927,7 +809,7 @@ func rewritePath(req *fasthttp.Request, rs *reqState) {
 
 // finish sets the response headers every answer carries and logs it.
 func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
-	if rs.dec.Release && rs.dec.Allowed {
+	if rs.dec.Acquired && rs.dec.Allowed {
 		p.o.Release(rs.id)
 	}
 	if rs.http10 {
@@ -969,7 +851,7 @@ func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 // the IETF draft RateLimit-Policy / RateLimit fields
 // (draft-ietf-httpapi-ratelimit-headers): every policy in RateLimit-Policy,
 // the most restrictive one (fewest requests left) in RateLimit.
-func setLimitHeaders(h *fasthttp.ResponseHeader, d *Decision) {
+func setLimitHeaders(h *fasthttp.ResponseHeader, d *access.Decision) {
 	var buf [160]byte
 	monthly := !d.Unlimited
 	if monthly {
@@ -982,7 +864,7 @@ func setLimitHeaders(h *fasthttp.ResponseHeader, d *Decision) {
 		b = append(b, `"monthly";q=`...)
 		b = strconv.AppendInt(b, d.Limit, 10)
 	}
-	if d.Rate.Set {
+	if d.HasRate {
 		if monthly {
 			b = append(b, ", "...)
 		}
@@ -995,7 +877,7 @@ func setLimitHeaders(h *fasthttp.ResponseHeader, d *Decision) {
 		return
 	}
 	h.SetCanonical(hRLPolicy, b)
-	if d.Rate.Set && (!monthly || d.Rate.Remaining < d.Remaining) {
+	if d.HasRate && (!monthly || d.Rate.Remaining < d.Remaining) {
 		b = append(buf[:0], `"rate";r=`...)
 		b = strconv.AppendInt(b, d.Rate.Remaining, 10)
 		b = append(b, ";t="...)

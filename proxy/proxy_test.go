@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/problems"
 	"github.com/tollgate/tollgate/proxy"
@@ -31,36 +32,39 @@ const (
 
 // verify is a hand-written hook: the proxy's contract with authn is this
 // function, so the tests give it one with known answers.
-func verify(key []byte) (proxy.Identity, error) {
-	switch string(key) {
+func verify(pc access.Presented) (access.Principal, error) {
+	if pc.Kind != access.KindAPIKey {
+		return access.Principal{}, access.ErrUnsupported
+	}
+	switch string(pc.Secret) {
 	case goodKey:
-		return proxy.Identity{Tenant: "acme", Credential: "KEYID0000001", Method: "api_key"}, nil
+		return access.Principal{Kind: access.KindAPIKey, Tenant: "acme", Credential: "KEYID0000001", Scopes: access.AllScopes, Modules: access.AllModules}, nil
 	case ghostKey:
-		return proxy.Identity{Tenant: "ghost", Credential: "KEYID0000002", Method: "api_key"}, nil
+		return access.Principal{Kind: access.KindAPIKey, Tenant: "ghost", Credential: "KEYID0000002", Scopes: access.AllScopes, Modules: access.AllModules}, nil
 	case overKey:
-		return proxy.Identity{Tenant: "over", Credential: "KEYID0000003", Method: "api_key"}, nil
+		return access.Principal{Kind: access.KindAPIKey, Tenant: "over", Credential: "KEYID0000003", Scopes: access.AllScopes, Modules: access.AllModules}, nil
 	case ledgerDown:
-		return proxy.Identity{Tenant: "down", Credential: "KEYID0000004", Method: "api_key"}, nil
+		return access.Principal{Kind: access.KindAPIKey, Tenant: "down", Credential: "KEYID0000004", Scopes: access.AllScopes, Modules: access.AllModules}, nil
 	case brokenKey:
-		return proxy.Identity{}, proxy.ErrMalformed
+		return access.Principal{}, access.ErrMalformed
 	case downKey:
-		return proxy.Identity{}, proxy.ErrUnavailable
+		return access.Principal{}, access.ErrStoreUnavailable
 	case panicKey:
 		panic("boom")
 	}
-	return proxy.Identity{}, proxy.ErrInvalid
+	return access.Principal{}, access.ErrInvalid
 }
 
-func admit(id proxy.Identity, cost int64) proxy.Decision {
+func admit(id access.Principal, cost int64) access.Decision {
 	switch id.Tenant {
 	case "ghost":
-		return proxy.Decision{UnknownTenant: true}
+		return access.Decision{Err: access.ErrUnknownTenant}
 	case "over":
-		return proxy.Decision{Limit: 8000, Remaining: 0, Reset: 3600}
+		return access.Decision{Limit: 8000, Remaining: 0, Reset: 3600}
 	case "down":
-		return proxy.Decision{Limit: 8000, Remaining: 10, Reset: 3600, Unavailable: true}
+		return access.Decision{Limit: 8000, Remaining: 10, Reset: 3600, Err: access.ErrLedgerUnavailable}
 	}
-	return proxy.Decision{Allowed: true, Limit: 16000, Remaining: 15997, Reset: 86400}
+	return access.Decision{Allowed: true, Limit: 16000, Remaining: 15997, Reset: 86400}
 }
 
 // backend is a real fasthttp server on loopback that records what it got.
@@ -155,8 +159,8 @@ func start(t testing.TB, mutate func(c *config.Config), o proxy.Options) *harnes
 	if err := config.Validate(c); err != nil {
 		t.Fatal(err)
 	}
-	if o.VerifyAPIKey == nil {
-		o.VerifyAPIKey = verify
+	if o.Authenticate == nil {
+		o.Authenticate = verify
 	}
 	if o.Admit == nil {
 		o.Admit = admit

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/valyala/fasthttp"
 )
@@ -25,9 +26,9 @@ type table struct {
 	hAuth     []byte
 	hReqID    []byte
 	trusted   []netip.Prefix
-	maxBody   int
 	selfUsage []byte
 	selfReqs  []byte
+	selfAuth  access.Kinds // what authenticates on the self-service paths
 	cfg       *config.Config
 }
 
@@ -37,7 +38,9 @@ type route struct {
 	prefix      []byte
 	stripPrefix bool
 	cost        int64
-	apiKey      bool
+	auth        access.Kinds // the credentials the route accepts; 0: an open route
+	scoped      bool         // the credential's scopes must cover the method's class
+	module      access.Modules
 	upstream    *upstream
 	normalize   bool
 	rfc9457     bool
@@ -61,7 +64,7 @@ type upstream struct {
 }
 
 func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) (*table, error) {
-	t := &table{cfg: c, maxBody: int(c.Server.MaxRequestBody),
+	t := &table{cfg: c,
 		selfUsage: []byte(c.SelfService.Usage), selfReqs: []byte(c.SelfService.LimitRequests)}
 	for _, h := range c.Auth.APIKey.Headers {
 		t.apiKeyHdr = append(t.apiKeyHdr, []byte(h))
@@ -69,6 +72,7 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 	if c.Auth.APIKey.AuthorizationScheme != "" {
 		t.authzSch = []byte(c.Auth.APIKey.AuthorizationScheme)
 	}
+	t.selfAuth = t.selfAuth.With(access.KindAPIKey)
 	t.hTenant, t.hCred, t.hAuth, t.hReqID = []byte(c.Headers.Tenant), []byte(c.Headers.Credential),
 		[]byte(c.Headers.AuthMethod), []byte(c.Headers.RequestID)
 	t.trusted = append(t.trusted, c.TrustedNets...)
@@ -98,9 +102,7 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 			rt.name = fmt.Sprintf("routes[%d]", i)
 		}
 		for _, a := range r.Auth {
-			if a == config.AuthAPIKey {
-				rt.apiKey = true
-			}
+			rt.auth = rt.auth.With(access.KindNamed(a))
 		}
 		t.routes = append(t.routes, rt)
 	}

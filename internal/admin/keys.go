@@ -166,17 +166,18 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request) error {
 func CredentialOf(k *store.Key) *authn.Credential {
 	// A tenant's keys share its id, and most names repeat ("default"):
 	// interned, each is held once however many credentials carry it.
-	return NewCredential(k.ID, Intern(k.Tenant), Intern(k.Name), []byte(k.Digest), k.Created)
+	return NewCredential(authn.MethodAPIKey, k.ID, Intern(k.Tenant), Intern(k.Name), []byte(k.Digest), k.Created)
 }
 
 // Intern returns the canonical copy of s (unique.Make), so that a string
 // many credentials carry is held once.
 func Intern(s string) string { return unique.Make(s).Value() }
 
-// NewCredential makes the credential of a key record's fields (digest in
-// hex); nil when the digest is not a SHA-256.
-func NewCredential(id, tenant, name string, digest []byte, created time.Time) *authn.Credential {
-	c := &authn.Credential{ID: id, Tenant: tenant, Name: name, Method: authn.MethodAPIKey, Created: authn.UnixNano(created)}
+// NewCredential makes the credential of method of a stored record's fields
+// (digest in hex); nil when the digest is not a SHA-256. The keys bucket
+// holds API keys only so far.
+func NewCredential(method authn.Method, id, tenant, name string, digest []byte, created time.Time) *authn.Credential {
+	c := &authn.Credential{ID: id, Tenant: tenant, Name: name, Method: method, Created: authn.UnixNano(created)}
 	if len(digest) != 2*len(c.Digest) {
 		return nil
 	}

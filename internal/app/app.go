@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tollgate/tollgate/authn"
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/store"
@@ -57,6 +58,7 @@ type App struct {
 	store    *store.Store
 	creds    *authn.Set
 	verifier *authn.Verifier
+	authn    authn.Authenticator // one verifier per kind of credential
 	tenants  *store.TenantMirror
 	requests *store.JSONMirror[store.LimitRequest]
 	adminAPI *admin.API
@@ -151,6 +153,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		return err
 	}
 	defer a.verifier.Close()
+	a.authn.Register(access.KindAPIKey, a.verifier)
 
 	a.quotas = limiter.NewQuotas(limiter.QuotaOptions{
 		Ledger: a.store.Ledger, Limits: a.limits, Now: o.Now, Location: cfg.Location,
@@ -236,15 +239,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		Name: "tollgate_credentials", Help: "Credentials held in memory.",
 	}, func() float64 { return float64(a.creds.Len()) }))
 
-	var access *proxy.AccessLog
+	var accessLog *proxy.AccessLog
 	if cfg.AccessLog() {
-		access = proxy.NewAccessLog(o.LogOut)
-		a.access = access
+		accessLog = proxy.NewAccessLog(o.LogOut)
+		a.access = accessLog
 	}
 	a.proxy, err = proxy.New(cfg, proxy.Options{
-		VerifyAPIKey: a.verifyAPIKey, Admit: a.admit, Release: a.release, Refund: a.refund, SelfService: a.selfService,
+		Authenticate: a.authn.Authenticate, Admit: a.admit, Release: a.release, Refund: a.refund, SelfService: a.selfService,
 		Log:    a.log.Named("proxy"),
-		Access: access, Metrics: proxy.NewMetrics(reg),
+		Access: accessLog, Metrics: proxy.NewMetrics(reg),
 	})
 	if err != nil {
 		return err
@@ -261,9 +264,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	bg.Add(1)
 	go func() { defer bg.Done(); _ = a.quotas.Run(qctx) }()
 	logDone := make(chan struct{})
-	if access != nil {
+	if accessLog != nil {
 		bg.Add(1)
-		go func() { defer bg.Done(); access.Run(logDone) }()
+		go func() { defer bg.Done(); accessLog.Run(logDone) }()
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(proxy.Listener(pln)) }()
@@ -307,48 +310,37 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	return err
 }
 
-// verifyAPIKey adapts authn to the proxy's hook. It does not allocate.
-func (a *App) verifyAPIKey(key []byte) (proxy.Identity, error) {
-	c, err := a.verifier.APIKey(key)
-	switch {
-	case err == nil:
-		return proxy.Identity{Tenant: c.Tenant, Credential: c.ID, Method: c.Method.String()}, nil
-	case errors.Is(err, authn.ErrMalformed):
-		return proxy.Identity{}, proxy.ErrMalformed
-	case errors.Is(err, authn.ErrUnavailable):
-		return proxy.Identity{}, proxy.ErrUnavailable
-	default:
-		return proxy.Identity{}, proxy.ErrInvalid
-	}
-}
-
-// admit adapts the limiter to the proxy's hook.
-func (a *App) admit(id proxy.Identity, cost int64) proxy.Decision {
-	d := a.quotas.AdmitRequest(id.Tenant, id.Credential, cost)
-	pd := proxy.Decision{
+// admit is the proxy's Admit hook: the limiter's decision for p's tenant.
+func (a *App) admit(p access.Principal, cost int64) access.Decision {
+	d := a.quotas.AdmitRequest(p.Tenant, p.Credential, cost)
+	pd := access.Decision{
 		Allowed: d.Allowed, Unlimited: d.Unlimited, Limit: d.Limit, Remaining: d.Remaining, Reset: d.Reset,
-		Unavailable: d.Err == limiter.ErrUnavailable, UnknownTenant: d.Err == limiter.ErrUnknownTenant,
-		Release: d.Acquired, Open: d.Open, PeriodEnd: d.PeriodEnd,
+		Acquired: d.Acquired, Open: d.Open, PeriodEnd: d.PeriodEnd, HasRate: d.HasRate,
+		Rate: access.Rate{Limit: d.Rate.Limit, Window: d.Rate.Window, Remaining: d.Rate.Remaining, Reset: d.Rate.Reset, RetryAfter: d.Rate.RetryAfter},
+	}
+	switch {
+	case errors.Is(d.Err, limiter.ErrUnavailable):
+		pd.Err = access.ErrLedgerUnavailable
+	case errors.Is(d.Err, limiter.ErrUnknownTenant):
+		pd.Err = access.ErrUnknownTenant
 	}
 	switch d.Reason {
 	case limiter.ReasonRate:
-		pd.Refusal = proxy.RefusedRate
+		pd.Reason = access.ReasonRate
 	case limiter.ReasonConcurrency:
-		pd.Refusal = proxy.RefusedConcurrency
-	}
-	if d.HasRate {
-		pd.Rate = proxy.Rate{Set: true, Limit: d.Rate.Limit, Window: d.Rate.Window,
-			Remaining: d.Rate.Remaining, Reset: d.Rate.Reset, RetryAfter: d.Rate.RetryAfter}
+		pd.Reason = access.ReasonConcurrency
+	case limiter.ReasonQuota:
+		pd.Reason = access.ReasonQuota
 	}
 	return pd
 }
 
-func (a *App) release(id proxy.Identity) { a.quotas.Release(id.Tenant) }
+func (a *App) release(p access.Principal) { a.quotas.Release(p.Tenant) }
 
 // refund gives back the quota of a request that failed through the
 // client's fault.
-func (a *App) refund(id proxy.Identity, cost int64, d proxy.Decision) {
-	a.quotas.Refund(id.Tenant, cost, limiter.Decision{Allowed: d.Allowed, Unlimited: d.Unlimited, Open: d.Open, PeriodEnd: d.PeriodEnd})
+func (a *App) refund(p access.Principal, cost int64, d access.Decision) {
+	a.quotas.Refund(p.Tenant, cost, limiter.Decision{Allowed: d.Allowed, Unlimited: d.Unlimited, Open: d.Open, PeriodEnd: d.PeriodEnd})
 }
 
 // limits gives the limiter a tenant's limits from its record and plan.
@@ -507,13 +499,13 @@ func decodeKey(id string, v []byte, in *interns) *authn.Credential {
 		}
 		// A copy of the id: id is part of the message's subject, which it
 		// would keep alive.
-		return admin.NewCredential(string(f.ID), in.tenant(f.Tenant), in.name(f.Name), f.Digest, created)
+		return admin.NewCredential(authn.MethodAPIKey, string(f.ID), in.tenant(f.Tenant), in.name(f.Name), f.Digest, created)
 	}
 	var k store.Key
 	if err := jsonUnmarshal(v, &k); err != nil || k.ID != id {
 		return nil
 	}
-	return admin.NewCredential(k.ID, in.tenant([]byte(k.Tenant)), in.name([]byte(k.Name)), []byte(k.Digest), k.Created)
+	return admin.NewCredential(authn.MethodAPIKey, k.ID, in.tenant([]byte(k.Tenant)), in.name([]byte(k.Name)), []byte(k.Digest), k.Created)
 }
 
 const tokenFile = "admin-token.sha256"

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/problems"
 	"github.com/tollgate/tollgate/limiter"
@@ -17,13 +18,13 @@ import (
 // selfService answers a tenant's own requests on the proxy listener: its
 // usage, and its limit increase requests (list and file). It shares the
 // admin API's logic, scoped to the credential's tenant.
-func (a *App) selfService(kind string, id proxy.Identity, method string, query, body []byte) (int, []byte, error) {
+func (a *App) selfService(kind proxy.SelfServiceKind, id access.Principal, method string, query, body []byte) (int, []byte, error) {
 	ctx, cancel := a.store.Ctx(context.Background())
 	defer cancel()
 	var v any
 	status := 200
 	switch {
-	case kind == "usage" && method == "GET":
+	case kind == proxy.SelfUsage && method == "GET":
 		u, err := a.quotas.Usage(ctx, id.Tenant)
 		if errors.Is(err, limiter.ErrUnavailable) {
 			return 0, nil, problems.New(503, problems.CodeStoreUnavailable, "", "the quota ledger is unavailable").Wrap(err)
@@ -31,7 +32,7 @@ func (a *App) selfService(kind string, id proxy.Identity, method string, query, 
 			return 0, nil, problems.New(403, problems.CodeForbidden, "", "the credential's tenant does not exist")
 		}
 		v = u
-	case kind == "limit-requests" && method == "GET":
+	case kind == proxy.SelfLimitRequests && method == "GET":
 		q, err := url.ParseQuery(string(query))
 		if err != nil {
 			return 0, nil, problems.New(400, problems.CodeInvalidField, "query", "cannot be parsed")
@@ -41,7 +42,7 @@ func (a *App) selfService(kind string, id proxy.Identity, method string, query, 
 			return 0, nil, err
 		}
 		v = l
-	case kind == "limit-requests" && method == "POST":
+	case kind == proxy.SelfLimitRequests && method == "POST":
 		var in admin.LimitRequestInput
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()

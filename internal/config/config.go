@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/access"
 )
 
 // Config is the whole configuration file.
@@ -217,7 +219,6 @@ type Upstream struct {
 	// Parsed.
 	Scheme string `yaml:"-"`
 	Addr   string `yaml:"-"` // host:port
-	Host   string `yaml:"-"` // Host header value
 	Path   string `yaml:"-"` // path prefix joined in front of the request path
 }
 
@@ -336,10 +337,13 @@ var (
 // letters, digits, '_' and '-'. Names become NATS subject tokens.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
-// AuthAPIKey is the only authentication method implemented so far.
+// AuthAPIKey names the API key method in routes[].auth.
 const AuthAPIKey = "api_key"
 
-var knownAuth = map[string]bool{AuthAPIKey: true}
+// availableAuth lists the credential kinds (access.Kind names) a route may
+// accept today; the other kinds of the model (basic, bearer) are refused
+// with a message saying so until they have a verifier.
+var availableAuth = map[access.Kind]bool{access.KindAPIKey: true}
 
 // validate checks and pre-parses c. It returns every problem found.
 func (c *Config) validate() []FieldError {
@@ -528,10 +532,18 @@ func (c *Config) validate() []FieldError {
 		if r.Cost < 0 {
 			add(path+".cost", "must be positive")
 		}
+		seen := access.Kinds(0)
 		for j, a := range r.Auth {
-			if !knownAuth[a] {
+			k := access.KindNamed(a)
+			switch {
+			case k == 0 || k == access.KindClient:
 				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: unknown method (known: api_key)", a)
+			case !availableAuth[k]:
+				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: not available yet (available: api_key)", a)
+			case seen.Has(k):
+				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: listed twice", a)
 			}
+			seen = seen.With(k)
 		}
 		switch {
 		case r.Upstream == "":
@@ -597,7 +609,7 @@ func (u *Upstream) parse() string {
 	if pu.Host == "" {
 		return fmt.Sprintf("%q: missing host", u.URL)
 	}
-	u.Scheme, u.Host = pu.Scheme, pu.Host
+	u.Scheme = pu.Scheme
 	u.Addr = pu.Host
 	if pu.Port() == "" {
 		port := "80"

@@ -136,7 +136,7 @@ func TestShippedConfigParses(t *testing.T) {
 			wantUp := Upstream{
 				URL: "http://127.0.0.1:3000", ConnectTimeout: Duration(5 * time.Second), ReadTimeout: Duration(30 * time.Second),
 				WriteTimeout: Duration(30 * time.Second), IdleTimeout: Duration(60 * time.Second), MaxConns: 1024,
-				Scheme: "http", Addr: "127.0.0.1:3000", Host: "127.0.0.1:3000", Path: "",
+				Scheme: "http", Addr: "127.0.0.1:3000", Path: "",
 			}
 			if got, want := c.Upstreams, map[string]Upstream{"route-0": wantUp}; !reflect.DeepEqual(got, want) {
 				t.Errorf("Upstreams = %+v, want %+v", got, want)
@@ -177,8 +177,8 @@ routes:
 		t.Errorf("TrustedNets = %v, want %v", got, want)
 	}
 	api := c.Upstreams["api"]
-	if got, want := [4]string{api.Scheme, api.Addr, api.Host, api.Path}, [4]string{"https", "api.internal:443", "api.internal", "/v1"}; got != want {
-		t.Errorf("upstream api (scheme, addr, host, path) = %q, want %q", got, want)
+	if got, want := [3]string{api.Scheme, api.Addr, api.Path}, [3]string{"https", "api.internal:443", "/v1"}; got != want {
+		t.Errorf("upstream api (scheme, addr, path) = %q, want %q", got, want)
 	}
 	if got, want := api.MaxConns, 7; got != want {
 		t.Errorf("upstream api MaxConns = %d, want %d", got, want)
@@ -294,8 +294,18 @@ var invalidConfigs = []struct {
 	},
 	{
 		name: "unknown auth method",
+		text: "routes:\n  - upstream: http://x\n    auth: [api_key, magic]\n",
+		want: []wantProblem{{3, "routes[0].auth[1]", `"magic": unknown method`}},
+	},
+	{
+		name: "auth method listed twice",
+		text: "routes:\n  - upstream: http://x\n    auth: [api_key, api_key]\n",
+		want: []wantProblem{{3, "routes[0].auth[1]", `listed twice`}},
+	},
+	{
+		name: "auth method not available yet",
 		text: "routes:\n  - upstream: http://x\n    auth:\n      - api_key\n      - basic\n",
-		want: []wantProblem{{5, "routes[0].auth[1]", `"basic": unknown method`}},
+		want: []wantProblem{{5, "routes[0].auth[1]", `"basic": not available yet`}},
 	},
 	{
 		name: "negative monthly_requests",
@@ -463,7 +473,7 @@ routes:
 		{6, "quota.timezone", "unknown time zone"},
 		{9, "plans.pro.monthly_requests", "must not be negative"},
 		{11, "routes[0].upstream", "unsupported scheme"},
-		{12, "routes[0].auth[0]", `"basic": unknown method`},
+		{12, "routes[0].auth[0]", `"basic": not available yet`},
 		{13, "routes[1].upstream", `"missing": no such upstream`},
 		{13, "routes[1]", "duplicates routes[0]"},
 	})

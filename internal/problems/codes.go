@@ -14,6 +14,7 @@ const (
 	CodeCredentialMissing   Code = "credential_missing"
 	CodeCredentialMalformed Code = "credential_malformed"
 	CodeCredentialInvalid   Code = "credential_invalid"
+	CodeCredentialExpired   Code = "credential_expired"
 	CodeForbidden           Code = "forbidden"
 	CodeQuotaExceeded       Code = "quota_exceeded"
 	CodeRateLimited         Code = "rate_limited"
@@ -56,6 +57,7 @@ var Catalogue = []Entry{
 	{CodeCredentialMissing, 401, "a credential is required"},
 	{CodeCredentialMalformed, 401, "the credential is malformed"},
 	{CodeCredentialInvalid, 401, "the credential is not valid"},
+	{CodeCredentialExpired, 401, "the credential has expired"},
 	{CodeForbidden, 403, "the credential may not access this route"},
 	{CodeQuotaExceeded, 429, "the monthly request quota is exhausted"},
 	{CodeRateLimited, 429, "too many requests in a short time"},

@@ -1,0 +1,253 @@
+// Package access is the vocabulary shared across the seams of the request
+// path: the Principal that authentication yields (whatever the kind of
+// credential), what a route requires of it, and the Decision of
+// admission. authn produces Principals, the proxy routes, authorizes and
+// forwards with them, the limiter takes and returns Decisions, and
+// internal/app wires them together: none of them converts the others'
+// types. It holds plain types and sentinels only and imports nothing of
+// the module, so every package may import it.
+package access
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+)
+
+// Kind is the kind of a credential: how it is presented and verified.
+type Kind uint8
+
+// Credential kinds. The zero Kind matches nothing.
+const (
+	// KindAPIKey is an API key in a configured header or an
+	// "Authorization: <scheme> <key>" field.
+	KindAPIKey Kind = 1 + iota
+	// KindBasic is a user's name and password in "Authorization: Basic".
+	KindBasic
+	// KindBearer is an OAuth2 access token in "Authorization: Bearer".
+	KindBearer
+	// KindClient is an OAuth client (id and secret); it authenticates at
+	// the token endpoint, not on routes.
+	KindClient
+)
+
+// String is the kind's name: the value of X-Tollgate-Auth and of
+// routes[].auth.
+func (k Kind) String() string {
+	switch k {
+	case KindAPIKey:
+		return "api_key"
+	case KindBasic:
+		return "basic"
+	case KindBearer:
+		return "bearer"
+	case KindClient:
+		return "client"
+	}
+	return ""
+}
+
+// KindNamed returns the kind called name, or 0.
+func KindNamed(name string) Kind {
+	for k := KindAPIKey; k <= KindClient; k++ {
+		if k.String() == name {
+			return k
+		}
+	}
+	return 0
+}
+
+// Kinds is a set of kinds: a route's accepted credentials.
+type Kinds uint8
+
+// Has reports whether k is in the set.
+func (s Kinds) Has(k Kind) bool { return k != 0 && s&(1<<k) != 0 }
+
+// With returns the set with k added.
+func (s Kinds) With(k Kind) Kinds { return s | 1<<k }
+
+// Scopes is a set of up to 64 scopes, as bits. The first four are the
+// method classes a scoped token may be limited to; the rest are named in
+// the configuration.
+type Scopes uint64
+
+// The method classes (DESIGN.md scenario 5).
+const (
+	ScopeCreate Scopes = 1 << iota
+	ScopeRead
+	ScopeUpdate
+	ScopeDelete
+)
+
+// AllScopes grants everything: the scopes of a credential that has none
+// configured, so that scopes only ever narrow.
+const AllScopes = ^Scopes(0)
+
+// Covers reports whether s holds every scope of need.
+func (s Scopes) Covers(need Scopes) bool { return s&need == need }
+
+// MethodScope is the method class of an HTTP method: POST creates;
+// GET, HEAD and OPTIONS read; PUT and PATCH update; DELETE deletes.
+// Other methods need all four.
+func MethodScope(method []byte) Scopes {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS":
+		return ScopeRead
+	case "POST":
+		return ScopeCreate
+	case "PUT", "PATCH":
+		return ScopeUpdate
+	case "DELETE":
+		return ScopeDelete
+	}
+	return ScopeCreate | ScopeRead | ScopeUpdate | ScopeDelete
+}
+
+// Modules is a set of up to 64 modules (DESIGN.md scenario 4: a key per
+// module), as bits numbered by the configuration.
+type Modules uint64
+
+// AllModules is the module set of a credential not limited to modules.
+const AllModules = ^Modules(0)
+
+// Principal is who a verified credential is and what it may do. It is
+// built by a verifier without allocating (its strings point into the
+// verified credential, which is immutable) and passed by value.
+type Principal struct {
+	Kind Kind
+	// Tenant is the tenant the request acts for. For a credential of
+	// several tenants it is empty until the authorize step selects one of
+	// Tenants.
+	Tenant string
+	// Tenants lists the tenants a credential may act for, when it may act
+	// for several (a user of several companies); nil otherwise.
+	Tenants []string
+	// Credential is the credential's public id: the identity header and
+	// the access log show it, never the secret.
+	Credential string
+	// Subject is the user name or client id behind the credential, when
+	// there is one (Basic, Bearer).
+	Subject string
+	Scopes  Scopes
+	Modules Modules
+	// Expires is when the credential stops being valid, in Unix
+	// nanoseconds; 0 never.
+	Expires int64
+}
+
+// MayActFor reports whether p may act for tenant.
+func (p *Principal) MayActFor(tenant string) bool {
+	if p.Tenants == nil {
+		return tenant == p.Tenant
+	}
+	for _, t := range p.Tenants {
+		if t == tenant {
+			return true
+		}
+	}
+	return false
+}
+
+// Presented is a credential as a request presents it, before it is
+// verified. Its slices are valid only while the request is served.
+type Presented struct {
+	Kind Kind
+	// Secret is the key or the token; for Basic, the base64 token of
+	// "user:password" as sent, which the verifier decodes with
+	// DecodeBasic into storage of its own.
+	Secret []byte
+}
+
+// DecodeBasic decodes a Basic token (RFC 7617) into buf without
+// allocating; ok is false when token is not base64 of "user:password" or
+// does not fit in buf.
+func DecodeBasic(token, buf []byte) (user, password []byte, ok bool) {
+	n := base64.StdEncoding.DecodedLen(len(token))
+	if n > len(buf) {
+		return nil, nil, false
+	}
+	n, err := base64.StdEncoding.Decode(buf[:n], token)
+	if err != nil {
+		return nil, nil, false
+	}
+	b := buf[:n]
+	i := bytes.IndexByte(b, ':')
+	if i < 0 {
+		return nil, nil, false
+	}
+	return b[:i], b[i+1:], true
+}
+
+// Errors that cross the seams. Verifiers, the limiter and the proxy
+// return and test these values (errors.Is), never a renamed copy.
+var (
+	// ErrMalformed: the presented string is not a credential of its kind
+	// (refused without a lookup).
+	ErrMalformed = errors.New("access: malformed credential")
+	// ErrInvalid: no such credential, or the secret does not match.
+	ErrInvalid = errors.New("access: invalid credential")
+	// ErrExpired: the credential has expired.
+	ErrExpired = errors.New("access: credential expired")
+	// ErrUnsupported: no verifier for this kind of credential.
+	ErrUnsupported = errors.New("access: credential kind not supported")
+	// ErrStoreUnavailable: the credential store could not be reached to
+	// verify a credential not held in memory.
+	ErrStoreUnavailable = errors.New("access: credential store unavailable")
+	// ErrLedgerUnavailable: the quota ledger could not be reached and the
+	// outage policy refused the request.
+	ErrLedgerUnavailable = errors.New("access: quota ledger unavailable")
+	// ErrUnknownTenant: the credential's tenant has no limits (it was
+	// deleted).
+	ErrUnknownTenant = errors.New("access: unknown tenant")
+)
+
+// Reason names the limit that refused a request.
+type Reason uint8
+
+// Reasons.
+const (
+	ReasonNone Reason = iota
+	ReasonQuota
+	ReasonRate
+	ReasonConcurrency
+)
+
+// Rate is the state of a short-window rate limit.
+type Rate struct {
+	Limit      int64 // burst: requests allowed at once
+	Window     int64 // seconds the limit is defined over
+	Remaining  int64
+	Reset      int64 // seconds until the bucket is full
+	RetryAfter int64 // seconds until a refused request may be retried
+}
+
+// Decision is the limiter's answer to an admission, as the proxy uses it
+// for its answer and its limit headers.
+type Decision struct {
+	Allowed bool
+	// Unlimited is set for tenants without a monthly limit.
+	Unlimited bool
+	Limit     int64
+	Remaining int64
+	// Reset is the number of seconds until the period ends.
+	Reset int64
+	// Err is ErrLedgerUnavailable when the ledger could not be reached
+	// and the request was refused for that reason, ErrUnknownTenant for a
+	// tenant without a limit; nil otherwise.
+	Err error
+	// Reason names the limit that refused the request.
+	Reason Reason
+	// Rate is the short-window limit's state when HasRate is set.
+	Rate    Rate
+	HasRate bool
+	// Acquired says a concurrency slot was taken: release it when the
+	// request is done.
+	Acquired bool
+	// Open says the request was admitted on the open outage policy's
+	// allowance while the ledger was unreachable.
+	Open bool
+	// PeriodEnd is the end of the period the decision was taken in, in
+	// Unix nanoseconds, so that a refund can tell whether it still
+	// applies.
+	PeriodEnd int64
+}
