@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/normalize"
 	"github.com/tollgate/tollgate/internal/problems"
+	"github.com/tollgate/tollgate/proxy/wire"
 	"github.com/valyala/bytebufferpool"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -138,7 +139,7 @@ func (p *Proxy) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	rs.unparsed = true
 	t := p.tab.Load()
 	p.requestID(ctx, t, &rs)
-	lingerOnClose(ctx)
+	wire.LingerOnClose(ctx.Conn())
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
 	switch {
@@ -148,7 +149,7 @@ func (p *Proxy) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 		p.fail(ctx, &rs, 413, problems.CodeBodyTooLarge, "", "")
 	case errors.As(err, &ne) && ne.Timeout():
 		p.fail(ctx, &rs, 408, problems.CodeRequestTimeout, "", "")
-	case bareLineFeeds(ctx):
+	case wire.BareLineFeeds(ctx.Conn()):
 		p.fail(ctx, &rs, 400, problems.CodeInvalidFraming, "", "the request head must end lines with CRLF, not a bare LF")
 	default:
 		p.fail(ctx, &rs, 400, problems.CodeBadRequest, "", "")
@@ -334,7 +335,7 @@ func (p *Proxy) expect(ctx *fasthttp.RequestCtx) int {
 	}
 	// The client may already be sending its body: fasthttp closes the
 	// connection after this answer, and the close lingers.
-	lingerOnClose(ctx)
+	wire.LingerOnClose(ctx.Conn())
 	status := ctx.Response.StatusCode()
 	p.finish(ctx, t, &rs)
 	return status
@@ -449,7 +450,7 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error
 	var ne net.Error
 	if b := rs.body; b != nil && (b.over || b.err != nil) {
 		ctx.SetConnectionClose()
-		lingerOnClose(ctx)
+		wire.LingerOnClose(ctx.Conn())
 		p.refund(rs)
 		switch {
 		case b.over:
@@ -464,7 +465,7 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
 		p.fail(ctx, rs, 504, problems.CodeUpstreamTimeout, "", "")
-	case errors.Is(err, errPipelineFull):
+	case errors.Is(err, wire.ErrPipelineFull):
 		p.fail(ctx, rs, 503, problems.CodeUpstreamError, "", "too many requests are queued for the upstream")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		p.fail(ctx, rs, 502, problems.CodeUpstreamError, "", "the upstream's answer is larger than a pipelined upstream allows (pipeline.max_body)")
@@ -545,7 +546,7 @@ func (p *Proxy) bufferBody(ctx *fasthttp.RequestCtx, rs *reqState) bool {
 	case err == io.EOF || err == nil && len(bb.B) < want:
 	case err == nil && len(bb.B) > limit:
 		ctx.SetConnectionClose()
-		lingerOnClose(ctx)
+		wire.LingerOnClose(ctx.Conn())
 		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
 		return false
 	case err == nil:
@@ -556,7 +557,7 @@ func (p *Proxy) bufferBody(ctx *fasthttp.RequestCtx, rs *reqState) bool {
 		return true
 	default:
 		ctx.SetConnectionClose()
-		lingerOnClose(ctx)
+		wire.LingerOnClose(ctx.Conn())
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			p.fail(ctx, rs, 408, problems.CodeRequestTimeout, "body", "the request body was not received in time")
@@ -820,7 +821,7 @@ func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 		ctx.SetConnectionClose()
 	}
 	if ctx.Response.ConnectionClose() && ctx.Response.StatusCode() >= 400 {
-		lingerOnClose(ctx)
+		wire.LingerOnClose(ctx.Conn())
 	}
 	ctx.Response.Header.SetCanonical(t.hReqID, rs.reqID[:rs.reqIDn])
 	if rs.hasDec {
@@ -831,13 +832,13 @@ func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 		m.observe(status, rs.code, time.Since(rs.start))
 	}
 	if p.o.Access != nil {
-		if sb, ok := ctx.Response.BodyStream().(streamedBody); ok {
+		if sb, ok := ctx.Response.BodyStream().(wire.StreamedBody); ok {
 			// Log a streamed answer when it has been sent, or has failed
 			// to be (a client too slow for server.write_timeout): with
 			// its whole duration, and whether it was sent whole.
 			line := new(reqState)
 			*line = *rs
-			sb.notifyClose(func(complete bool) {
+			sb.NotifyClose(func(complete bool) {
 				line.incomplete = !complete
 				p.o.Access.log(ctx, line, status)
 			})

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate/tollgate/proxy/wire"
 	"github.com/valyala/fasthttp"
 )
 
@@ -73,7 +74,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	_ = conn.SetDeadline(time.Time{})
 	// We write the 101 ourselves: fasthttp would add a Content-Length.
 	head := append([]byte("HTTP/1.1 101 Switching Protocols\r\n"), upgradeHeaders(resp, t, rs)...)
-	hijacked(ctx)
+	wire.Hijacked(ctx.Conn())
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		defer conn.Close()

@@ -1,4 +1,4 @@
-package proxy
+package wire
 
 import (
 	"bufio"
@@ -14,7 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// pipeline sends bodiless requests to one upstream HTTP/1.1-pipelined over
+// Pipeline sends bodiless requests to one upstream HTTP/1.1-pipelined over
 // a few connections (upstreams.*.pipeline). It replaces fasthttp's
 // PipelineClient, which flushes its writer whenever its queue is empty:
 // the handler that queues a request wakes that writer at once (Go runs a
@@ -34,7 +34,7 @@ import (
 // requests that got no answer are retried on a new connection (up to
 // maxAttempts tries) if their method is idempotent (RFC 9110 §9.2.2), and
 // fail otherwise, since the upstream may have processed them.
-type pipeline struct {
+type Pipeline struct {
 	slots   []pipeSlot
 	next    atomic.Uint32
 	addr    string
@@ -64,20 +64,20 @@ type pipeCall struct {
 	retry bool // set with a failure that may be retried: no answer arrived
 }
 
-// pipeSlot holds one of the pipeline's connections; a failed connection
-// is replaced by a new wire on the next request.
+// pipeSlot holds one of the Pipeline's connections; a failed connection
+// is replaced by a new pipeConn on the next request.
 type pipeSlot struct {
 	mu sync.Mutex // protects w and every field of the wires it held
-	w  *wire
+	w  *pipeConn
 	// queued counts the requests sent to this slot and not yet answered,
 	// read without the mutex to choose the least busy slot.
 	queued atomic.Int32
 	_      [40]byte
 }
 
-// wire is one pipelined connection. Its slot's mutex protects its fields;
+// pipeConn is one pipelined connection. Its slot's mutex protects its fields;
 // its reader goroutine alone reads from br, without the mutex.
-type wire struct {
+type pipeConn struct {
 	conn    net.Conn
 	bw      *bufio.Writer
 	br      *bufio.Reader
@@ -89,31 +89,37 @@ type wire struct {
 	readSet time.Time // when the read deadline was last set
 }
 
+// Errors of a Pipeline; ErrPipelineFull and ErrNotPipelined are the
+// caller's to tell apart.
 var (
-	errPipelineFull   = errors.New("proxy: too many requests queued for a pipelined upstream")
-	errPipelineClosed = errors.New("proxy: pipelined upstream closed")
-	errConnLost       = errors.New("proxy: pipelined upstream connection lost before the answer")
-	errNotPipelined   = errors.New("proxy: request without a host or with a body cannot be pipelined")
+	ErrPipelineFull   = errors.New("wire: too many requests queued for a pipelined upstream")
+	errPipelineClosed = errors.New("wire: pipelined upstream closed")
+	errConnLost       = errors.New("wire: pipelined upstream connection lost before the answer")
+	ErrNotPipelined   = errors.New("wire: request without a host or with a body cannot be pipelined")
 )
 
-func newPipeline(addr string, conns, maxBody int, dial func(string) (net.Conn, error), tlsConf *tls.Config,
-	read, write, idle time.Duration) *pipeline {
+// NewPipeline returns a pipelining client of addr over conns connections
+// (dialed with dial, wrapped in TLS when tlsConf is set); maxBody bounds
+// an answer, read and write the silence of each direction while answers
+// are due, idle a connection with none.
+func NewPipeline(addr string, conns, maxBody int, dial func(string) (net.Conn, error), tlsConf *tls.Config,
+	read, write, idle time.Duration) *Pipeline {
 	if idle <= 0 {
 		idle = time.Minute
 	}
-	p := &pipeline{slots: make([]pipeSlot, max(conns, 1)), addr: addr, dial: dial, tls: tlsConf, maxBody: maxBody,
+	p := &Pipeline{slots: make([]pipeSlot, max(conns, 1)), addr: addr, dial: dial, tls: tlsConf, maxBody: maxBody,
 		read: read, write: write, idle: idle}
 	p.calls = make(chan *pipeCall, maxQueued)
 	return p
 }
 
 // Do sends req and reads its answer into resp. req must not have a body.
-func (p *pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
+func (p *Pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 	// What cannot be written must fail alone, before it is queued on a
 	// shared connection: a failed write kills the connection and every
 	// request queued on it.
 	if len(req.Header.Host()) == 0 || req.IsBodyStream() || len(req.Body()) > 0 {
-		return errNotPipelined
+		return ErrNotPipelined
 	}
 	// The target goes as it is, as HostClient.DisablePathNormalizing
 	// sends it on the pool.
@@ -154,7 +160,7 @@ func (p *pipeline) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 // that a connection held up by a slow answer gets no more requests queued
 // behind it while others are free (head-of-line blocking then delays only
 // those already queued). Ties go round-robin.
-func (p *pipeline) pick() *pipeSlot {
+func (p *Pipeline) pick() *pipeSlot {
 	n := uint32(len(p.slots))
 	i := p.next.Add(1) % n
 	best := &p.slots[i]
@@ -180,7 +186,7 @@ func idempotent(m []byte) bool {
 // call. The request is sent at once when nothing before it awaits an
 // answer; otherwise the reader sends it with the others queued meanwhile.
 // When send returns nil, the answer comes on call.done.
-func (p *pipeline) send(s *pipeSlot, call *pipeCall) error {
+func (p *Pipeline) send(s *pipeSlot, call *pipeCall) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.closed.Load() {
@@ -194,7 +200,7 @@ func (p *pipeline) send(s *pipeSlot, call *pipeCall) error {
 		}
 	}
 	if w.n == len(w.q) {
-		return errPipelineFull
+		return ErrPipelineFull
 	}
 	if err := call.req.Write(w.bw); err != nil {
 		// Part of it may have been sent: the connection is unusable.
@@ -214,7 +220,7 @@ func (p *pipeline) send(s *pipeSlot, call *pipeCall) error {
 }
 
 // armRead sets w's read deadline d from now. s.mu is held.
-func (w *wire) armRead(d time.Duration) {
+func (w *pipeConn) armRead(d time.Duration) {
 	if d <= 0 {
 		return
 	}
@@ -222,8 +228,8 @@ func (w *wire) armRead(d time.Duration) {
 	_ = w.conn.SetReadDeadline(w.readSet.Add(d))
 }
 
-// connect dials a new wire for s and starts its reader; s.mu is held.
-func (p *pipeline) connect(s *pipeSlot) (*wire, error) {
+// connect dials a new pipeConn for s and starts its reader; s.mu is held.
+func (p *Pipeline) connect(s *pipeSlot) (*pipeConn, error) {
 	conn, err := p.dial(p.addr)
 	if err != nil {
 		return nil, err
@@ -232,10 +238,10 @@ func (p *pipeline) connect(s *pipeSlot) (*wire, error) {
 		conn = tls.Client(conn, p.tls)
 	}
 	// Writes renew their deadline lazily (they all happen under s.mu);
-	// the wire sets read deadlines itself: the read timeout while answers
+	// the pipeConn sets read deadlines itself: the read timeout while answers
 	// are due, the idle timeout while none is.
 	ic := &idleConn{Conn: conn, write: p.write}
-	w := &wire{conn: ic, bw: bufio.NewWriterSize(ic, 32<<10), br: bufio.NewReaderSize(ic, 16<<10),
+	w := &pipeConn{conn: ic, bw: bufio.NewWriterSize(ic, 32<<10), br: bufio.NewReaderSize(ic, 16<<10),
 		q: make([]*pipeCall, maxQueued)}
 	s.w = w
 	go p.reader(s, w)
@@ -244,7 +250,7 @@ func (p *pipeline) connect(s *pipeSlot) (*wire, error) {
 
 // flush sends what w has buffered: every queued call is then sent. On
 // failure it kills w, which answers the calls. s.mu is held.
-func (p *pipeline) flush(s *pipeSlot, w *wire) error {
+func (p *Pipeline) flush(s *pipeSlot, w *pipeConn) error {
 	if err := w.bw.Flush(); err != nil {
 		p.kill(s, w)
 		return err
@@ -254,7 +260,7 @@ func (p *pipeline) flush(s *pipeSlot, w *wire) error {
 }
 
 // answer pops the head call and answers it. s.mu is held.
-func (w *wire) answer(err error, retry bool) {
+func (w *pipeConn) answer(err error, retry bool) {
 	call := w.q[w.head]
 	w.q[w.head] = nil
 	w.head = (w.head + 1) % len(w.q)
@@ -269,7 +275,7 @@ func (w *wire) answer(err error, retry bool) {
 // kill closes w and answers its queued calls but the one whose answer the
 // reader is reading (the reader answers that one): they got no answer, so
 // they may be retried. s.mu is held.
-func (p *pipeline) kill(s *pipeSlot, w *wire) {
+func (p *Pipeline) kill(s *pipeSlot, w *pipeConn) {
 	if w.dead {
 		return
 	}
@@ -299,7 +305,7 @@ func (p *pipeline) kill(s *pipeSlot, w *wire) {
 // notices at once when the upstream closes the connection (as upstreams
 // do with idle keep-alive connections) and the next request gets a new
 // one instead of a failure.
-func (p *pipeline) reader(s *pipeSlot, w *wire) {
+func (p *Pipeline) reader(s *pipeSlot, w *pipeConn) {
 	s.mu.Lock()
 	for {
 		for w.n == 0 && !w.dead {
@@ -379,9 +385,9 @@ func noAnswer(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// Close makes the pipeline refuse new requests and closes its idle
+// Close makes the Pipeline refuse new requests and closes its idle
 // connections; busy ones close once their answers are read.
-func (p *pipeline) Close() {
+func (p *Pipeline) Close() {
 	p.closed.Store(true)
 	for i := range p.slots {
 		s := &p.slots[i]

@@ -1,4 +1,4 @@
-package proxy
+package wire
 
 import (
 	"bufio"
@@ -32,9 +32,9 @@ type pooledConn interface{ Conn() net.Conn }
 
 const smallBody = 64 << 10
 
-// newTransport returns a transport over hc's connection pool, e.g.
-// newTransport(hc.AcquireConn, hc.ReleaseConn, hc.CloseConn).
-func newTransport[C pooledConn](acquire func(time.Duration, bool) (C, error), release, close func(C)) *transport[C] {
+// NewTransport returns a transport over hc's connection pool, e.g.
+// NewTransport(hc.AcquireConn, hc.ReleaseConn, hc.CloseConn).
+func NewTransport[C pooledConn](acquire func(time.Duration, bool) (C, error), release, close func(C)) *transport[C] {
 	t := &transport[C]{acquire: acquire, release: release, close: close}
 	t.pool.New = func() any { return new(upstreamBody[C]) }
 	return t
@@ -139,15 +139,17 @@ type upstreamBody[C pooledConn] struct {
 	onClose   func(complete bool)
 }
 
-// streamedBody is a response body sent to the client as a stream: the
+// StreamedBody is a response body the transport streams to the client: the
 // access log waits for its end to log the request.
-type streamedBody interface {
-	// notifyClose has f called once the body is done with, with whether
-	// it was sent whole.
-	notifyClose(f func(complete bool))
+type StreamedBody interface {
+	// NotifyClose has f called once the body is done with, with whether
+	// it was read whole (fasthttp stops reading it when a write to the
+	// client fails).
+	NotifyClose(f func(complete bool))
 }
 
-func (s *upstreamBody[C]) notifyClose(f func(bool)) { s.onClose = f }
+// NotifyClose implements StreamedBody.
+func (s *upstreamBody[C]) NotifyClose(f func(bool)) { s.onClose = f }
 
 func (s *upstreamBody[C]) Read(b []byte) (int, error) {
 	n, err := s.r.Read(b)
