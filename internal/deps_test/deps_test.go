@@ -128,3 +128,48 @@ func TestHotPathPackagesStayIndependent(t *testing.T) {
 		})
 	}
 }
+
+// TestLeafPackages: the vocabulary and the building blocks under the
+// request path import nothing of the module, so any package may use them
+// without a cycle or a hidden coupling: access (the types that cross the
+// seams), proxy/wire (connections), shardmap (the sharded map).
+func TestLeafPackages(t *testing.T) {
+	leaves := []string{module + "/internal/access", module + "/proxy/wire", module + "/internal/shardmap"}
+	byPath := map[string]listedPackage{}
+	for _, p := range listModule(t) {
+		byPath[p.ImportPath] = p
+	}
+	for _, path := range leaves {
+		t.Run(path, func(t *testing.T) {
+			p, ok := byPath[path]
+			if !ok {
+				t.Fatalf("package %s not found in the module", path)
+			}
+			for _, imp := range p.Imports {
+				if imp == module || strings.HasPrefix(imp, module+"/") {
+					t.Errorf("%s imports %s", path, imp)
+				}
+			}
+		})
+	}
+}
+
+// TestTenantsBelowTheEdges: internal/tenants is called by the proxy's
+// self-service path (through app) and by admin; it must not reach back
+// into either, nor into app.
+func TestTenantsBelowTheEdges(t *testing.T) {
+	for _, p := range listModule(t) {
+		if p.ImportPath != module+"/internal/tenants" {
+			continue
+		}
+		for _, imp := range p.Imports {
+			for _, f := range []string{module + "/proxy", module + "/internal/admin", module + "/internal/app"} {
+				if imp == f || strings.HasPrefix(imp, f+"/") {
+					t.Errorf("internal/tenants imports %s", imp)
+				}
+			}
+		}
+		return
+	}
+	t.Skip("internal/tenants does not exist yet")
+}
