@@ -34,6 +34,7 @@ import (
 	"github.com/tollgate/tollgate/proxy"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
 )
 
 // Options adjust Run for the CLI, the demo and tests.
@@ -172,19 +173,24 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		}
 	}
 
+	// Background work (watchers, the quota loops, the access log) runs in
+	// bg until everything in front of it has stopped; Run waits for all of
+	// it before it returns.
 	wctx, stopWatch := context.WithCancel(context.Background())
-	defer stopWatch()
-	var bg sync.WaitGroup
+	var bg errgroup.Group
+	defer func() {
+		stopWatch()
+		_ = bg.Wait()
+	}()
 	tenantsReady, keysReady, requestsReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	bg.Add(3)
-	go func() {
-		defer bg.Done()
+	bg.Go(func() error {
 		store.Watch(wctx, a.store.LimitRequests, a.requests, a.log.Named("watch"), requestsReady)
-	}()
-	go func() {
-		defer bg.Done()
+		return nil
+	})
+	bg.Go(func() error {
 		store.Watch(wctx, a.store.Tenants, a.tenants, a.log.Named("watch"), tenantsReady)
-	}()
+		return nil
+	})
 	keys := &keyMirror{set: a.creds}
 	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
 	if st, err := a.store.Keys.Status(sctx); err == nil {
@@ -193,10 +199,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		keys.hint = int(min(st.Values(), 1<<26))
 	}
 	scancel()
-	go func() {
-		defer bg.Done()
+	bg.Go(func() error {
 		store.Watch(wctx, a.store.Keys, keys, a.log.Named("watch"), keysReady)
-	}()
+		return nil
+	})
 	// However many keys there are, loading them goes on while they keep
 	// arriving; it fails only when nothing arrives for a minute.
 	progress := time.NewTicker(time.Second)
@@ -224,7 +230,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	// hand it back to the OS rather than carry it as RSS. A forced
 	// collection of a million credentials takes most of a second: done
 	// beside serving, not before it.
-	go debug.FreeOSMemory()
+	bg.Go(func() error { debug.FreeOSMemory(); return nil })
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -261,20 +267,20 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	adm := &http.Server{Handler: a.adminAPI, ReadHeaderTimeout: 10 * time.Second}
 
 	qctx, stopQuotas := context.WithCancel(context.Background())
-	bg.Add(1)
-	go func() { defer bg.Done(); _ = a.quotas.Run(qctx) }()
+	bg.Go(func() error { return a.quotas.Run(qctx) })
 	logDone := make(chan struct{})
 	if accessLog != nil {
-		bg.Add(1)
-		go func() { defer bg.Done(); accessLog.Run(logDone) }()
+		bg.Go(func() error { accessLog.Run(logDone); return nil })
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(proxy.Listener(pln)) }()
-	go func() {
+	// The listeners: the first to fail ends serving, as the context does.
+	serving, servingCtx := errgroup.WithContext(ctx)
+	serving.Go(func() error { return srv.Serve(proxy.Listener(pln)) })
+	serving.Go(func() error {
 		if err := adm.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
+			return err
 		}
-	}()
+		return nil
+	})
 	a.ready.Store(true)
 	log.Info("tollgate serving", zap.String("listen", a.ProxyAddr), zap.String("admin", a.AdminAddr),
 		zap.Bool("embedded_nats", cfg.NATS.URL == ""), zap.String("data_dir", cfg.DataDir))
@@ -284,10 +290,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	stopReload := a.watchReloads(ctx)
 	defer stopReload()
 
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		log.Error("listener failed", zap.Error(err))
+	<-servingCtx.Done()
+	if ctx.Err() == nil {
+		log.Error("listener failed", zap.Error(context.Cause(servingCtx)))
 	}
 
 	// Drain: not ready, finish in-flight requests, return leases, stop.
@@ -302,10 +307,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		log.Warn("quota tokens not returned", zap.Error(e))
 	}
 	_ = adm.Shutdown(sctx)
+	// A listener's own failure is Run's error; a shut-down one returns nil.
+	err = serving.Wait()
 	stopQuotas()
 	stopWatch()
 	close(logDone)
-	bg.Wait()
+	_ = bg.Wait()
 	log.Info("stopped")
 	return err
 }
