@@ -5,12 +5,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
-	"hash/maphash"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
+	"github.com/tollgate/tollgate/internal/shardmap"
 )
 
 // Method says how a credential authenticates. The zero Method matches
@@ -63,67 +62,34 @@ func (c *Credential) CreatedAt() time.Time {
 	return time.Unix(0, c.Created).UTC()
 }
 
-const shards = 64
-
 // Set is the credential set held in memory on every replica, keyed by
 // credential id. Reads take a per-shard read lock, never a global one;
 // Replace swaps in a whole new snapshot atomically.
 type Set struct {
-	tab  atomic.Pointer[table]
-	seed maphash.Seed
+	tab atomic.Pointer[table]
 }
 
-type table [shards]shard
-
-type shard struct {
-	mu sync.RWMutex // protects m
-	m  map[string]*Credential
-	_  [40]byte // keep shards on separate cache lines
-}
+// table is one snapshot of the set's content.
+type table = shardmap.Map[*Credential]
 
 // NewSet returns an empty set.
 func NewSet() *Set {
-	s := &Set{seed: maphash.MakeSeed()}
-	s.tab.Store(newTable(0))
+	s := &Set{}
+	s.tab.Store(shardmap.New[*Credential](0))
 	return s
-}
-
-func newTable(n int) *table {
-	t := new(table)
-	for i := range t {
-		t[i].m = make(map[string]*Credential, n/shards+1)
-	}
-	return t
-}
-
-func (s *Set) shardOf(t *table, id []byte) *shard {
-	return &t[maphash.Bytes(s.seed, id)%shards]
 }
 
 // Get returns the credential with id, or nil.
 func (s *Set) Get(id []byte) *Credential {
-	sh := s.shardOf(s.tab.Load(), id)
-	sh.mu.RLock()
-	c := sh.m[string(id)]
-	sh.mu.RUnlock()
+	c, _ := s.tab.Load().GetBytes(id)
 	return c
 }
 
 // Put adds or replaces c.
-func (s *Set) Put(c *Credential) {
-	sh := s.shardOf(s.tab.Load(), []byte(c.ID))
-	sh.mu.Lock()
-	sh.m[c.ID] = c
-	sh.mu.Unlock()
-}
+func (s *Set) Put(c *Credential) { s.tab.Load().Store(c.ID, c) }
 
 // Delete removes the credential with id.
-func (s *Set) Delete(id string) {
-	sh := s.shardOf(s.tab.Load(), []byte(id))
-	sh.mu.Lock()
-	delete(sh.m, id)
-	sh.mu.Unlock()
-}
+func (s *Set) Delete(id string) { s.tab.Load().Delete(id) }
 
 // Replace swaps the whole set for cs.
 func (s *Set) Replace(cs []*Credential) {
@@ -144,13 +110,15 @@ type Loading struct {
 }
 
 // BeginLoad starts a new content for s, sized for about hint credentials.
-func (s *Set) BeginLoad(hint int) *Loading { return &Loading{s: s, t: newTable(hint)} }
+func (s *Set) BeginLoad(hint int) *Loading {
+	return &Loading{s: s, t: shardmap.New[*Credential](hint)}
+}
 
 // Put adds or replaces c in the content being loaded.
-func (l *Loading) Put(c *Credential) { l.t[maphash.Bytes(l.s.seed, []byte(c.ID))%shards].m[c.ID] = c }
+func (l *Loading) Put(c *Credential) { l.t.Store(c.ID, c) }
 
 // Delete removes the credential with id from the content being loaded.
-func (l *Loading) Delete(id string) { delete(l.t[maphash.Bytes(l.s.seed, []byte(id))%shards].m, id) }
+func (l *Loading) Delete(id string) { l.t.Delete(id) }
 
 // Publish makes the loaded content the set's. l must not be used after.
 func (l *Loading) Publish() {
@@ -159,31 +127,21 @@ func (l *Loading) Publish() {
 }
 
 // Len returns the number of credentials.
-func (s *Set) Len() int {
-	n := 0
-	t := s.tab.Load()
-	for i := range t {
-		t[i].mu.RLock()
-		n += len(t[i].m)
-		t[i].mu.RUnlock()
-	}
-	return n
-}
+func (s *Set) Len() int { return s.tab.Load().Len() }
 
-// Range calls f for every credential until f returns false.
+// Range calls f for every credential until f returns false. f runs
+// without any lock held, on a copy of the credentials taken first, so it
+// may change the set.
 func (s *Set) Range(f func(*Credential) bool) {
 	t := s.tab.Load()
-	for i := range t {
-		t[i].mu.RLock()
-		cs := make([]*Credential, 0, len(t[i].m))
-		for _, c := range t[i].m {
-			cs = append(cs, c)
-		}
-		t[i].mu.RUnlock()
-		for _, c := range cs {
-			if !f(c) {
-				return
-			}
+	cs := make([]*Credential, 0, t.Len())
+	t.Range(func(_ string, c *Credential) bool {
+		cs = append(cs, c)
+		return true
+	})
+	for _, c := range cs {
+		if !f(c) {
+			return
 		}
 	}
 }

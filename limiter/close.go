@@ -72,18 +72,14 @@ func (q *Quotas) Close(ctx context.Context) error {
 	go func() { flushed <- q.flushUntil(ctx) }()
 
 	var sts []*tenantState
-	for i := range q.shards {
-		sh := &q.shards[i]
-		sh.mu.RLock()
-		for _, st := range sh.m {
-			st.mu.Lock()
-			if st.avail.Load() > 0 || st.rev != 0 {
-				sts = append(sts, st)
-			}
-			st.mu.Unlock()
+	q.tenants.Range(func(_ string, st *tenantState) bool {
+		st.mu.Lock()
+		if st.avail.Load() > 0 || st.rev != 0 {
+			sts = append(sts, st)
 		}
-		sh.mu.RUnlock()
-	}
+		st.mu.Unlock()
+		return true
+	})
 	t := closeTally{sem: make(chan struct{}, closeWorkers)}
 	bl, _ := q.o.Ledger.(BatchLedger)
 	bb, _ := q.o.Leases.(BatchLeaseBook)
@@ -233,12 +229,9 @@ func (q *Quotas) retireLocked(ctx context.Context, st *tenantState, t *closeTall
 			break
 		}
 		// A sweeper took us for dead and returned what our record held
-		// above its spending bound: those tokens are no longer ours.
-		swept := g - st.spentMax.Load()
-		q.o.Log.Warn("our lease record was swept; dropping the tokens returned for us",
-			zap.String("tenant", st.id), zap.Int64("tokens", swept))
-		q.returned(st, swept)
-		st.rev = 0
+		// above its spending bound: those tokens are no longer ours. They
+		// were taken from avail with the rest of n above.
+		swept := q.sweptLocked(st, false)
 		n, g = n-swept, g-swept
 		if n <= 0 {
 			t.done(0)

@@ -1,10 +1,13 @@
 package limiter
 
+// rate.go owns the short-window rate limit: GCRA per key (credential or
+// tenant), enforced locally on each replica.
+
 import (
-	"hash/maphash"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/shardmap"
 )
 
 // Rate is a short-window limit: Requests per Per on average, with bursts
@@ -37,15 +40,8 @@ type RateDecision struct {
 // compare-and-swap on the key's theoretical arrival time, with no lock
 // and no allocation once the key is known.
 type Rates struct {
-	seed   maphash.Seed
-	shards [64]rateShard
-	now    func() time.Time
-}
-
-type rateShard struct {
-	mu sync.RWMutex // protects m
-	m  map[string]*gcra
-	_  [40]byte
+	keys *shardmap.Map[*gcra]
+	now  func() time.Time
 }
 
 type gcra struct {
@@ -58,29 +54,14 @@ func NewRates(now func() time.Time) *Rates {
 	if now == nil {
 		now = time.Now
 	}
-	r := &Rates{seed: maphash.MakeSeed(), now: now}
-	for i := range r.shards {
-		r.shards[i].m = map[string]*gcra{}
-	}
-	return r
+	return &Rates{keys: shardmap.New[*gcra](0), now: now}
 }
 
 func (r *Rates) state(key string) *gcra {
-	sh := &r.shards[maphash.String(r.seed, key)%uint64(len(r.shards))]
-	sh.mu.RLock()
-	g := sh.m[key]
-	sh.mu.RUnlock()
-	if g != nil {
-		return g
-	}
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if g = sh.m[key]; g == nil {
-		g = &gcra{}
-		sh.m[key] = g
-	}
-	return g
+	return r.keys.GetOrCreate(key, newGCRA)
 }
+
+func newGCRA() *gcra { return &gcra{} }
 
 // Allow spends cost requests of key's rate. A zero Rate allows everything.
 func (r *Rates) Allow(key string, rate Rate, cost int64) RateDecision {
@@ -116,59 +97,3 @@ func ceilSec(ns int64) int64 {
 	}
 	return (ns + int64(time.Second) - 1) / int64(time.Second)
 }
-
-// Concurrency caps requests in flight per key.
-type Concurrency struct {
-	seed   maphash.Seed
-	shards [64]concShard
-}
-
-type concShard struct {
-	mu sync.RWMutex // protects m
-	m  map[string]*atomic.Int64
-	_  [40]byte
-}
-
-// NewConcurrency returns an empty set of counters.
-func NewConcurrency() *Concurrency {
-	c := &Concurrency{seed: maphash.MakeSeed()}
-	for i := range c.shards {
-		c.shards[i].m = map[string]*atomic.Int64{}
-	}
-	return c
-}
-
-func (c *Concurrency) counter(key string) *atomic.Int64 {
-	sh := &c.shards[maphash.String(c.seed, key)%uint64(len(c.shards))]
-	sh.mu.RLock()
-	n := sh.m[key]
-	sh.mu.RUnlock()
-	if n != nil {
-		return n
-	}
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if n = sh.m[key]; n == nil {
-		n = new(atomic.Int64)
-		sh.m[key] = n
-	}
-	return n
-}
-
-// Acquire takes one of key's max slots; it reports false, taking nothing,
-// when all are in use. Every true must be paired with a Release.
-func (c *Concurrency) Acquire(key string, max int64) (inFlight int64, ok bool) {
-	n := c.counter(key)
-	v := n.Add(1)
-	if v > max {
-		n.Add(-1)
-		return v - 1, false
-	}
-	return v, true
-}
-
-// Release returns a slot taken by Acquire.
-func (c *Concurrency) Release(key string) { c.counter(key).Add(-1) }
-
-// InFlight returns key's requests in flight.
-func (c *Concurrency) InFlight(key string) int64 { return c.counter(key).Load() }

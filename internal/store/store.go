@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tollgate/tollgate/limiter"
 	"go.uber.org/zap"
 )
 
@@ -30,6 +31,12 @@ const (
 	streamLedger        = "TOLLGATE_LEDGER"
 	subjectLedger       = "tollgate.ledger"
 )
+
+// DefaultDuplicateWindow is the default of Options.DuplicateWindow: the
+// limiter's, which re-sends a ledger operation under its message id until
+// 30s before the window ends. A deployment that changes one must pass the
+// same value to both (limiter.QuotaOptions.DuplicateWindow).
+const DefaultDuplicateWindow = limiter.DuplicateWindow
 
 // Sentinel errors.
 var (
@@ -56,8 +63,9 @@ type Options struct {
 	Timeout time.Duration
 	// LedgerShards is the number of ledger streams. Default 1.
 	LedgerShards int
-	// DuplicateWindow is how long the ledger recognises a message id.
-	// Default 5m.
+	// DuplicateWindow is how long the ledger recognises a message id; the
+	// limiter must be given the same (limiter.QuotaOptions.DuplicateWindow).
+	// Default DefaultDuplicateWindow (5m).
 	DuplicateWindow time.Duration
 	// Name is the client connection name.
 	Name string
@@ -98,7 +106,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		o.Timeout = 2 * time.Second
 	}
 	if o.DuplicateWindow == 0 {
-		o.DuplicateWindow = 5 * time.Minute
+		o.DuplicateWindow = DefaultDuplicateWindow
 	}
 	if o.LedgerShards == 0 {
 		o.LedgerShards = 1

@@ -9,8 +9,19 @@ import (
 
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/storetest"
+	"github.com/tollgate/tollgate/limiter"
 	"go.uber.org/zap"
 )
+
+// The limiter stops re-sending a ledger operation under its message id
+// shortly before the ledger forgets the id; if their defaults differed, a
+// re-send could be applied twice (a longer limiter window) or be dropped
+// needlessly (a shorter one).
+func TestDuplicateWindowDefaultsAgree(t *testing.T) {
+	if got, want := store.DefaultDuplicateWindow, limiter.DuplicateWindow; got != want {
+		t.Errorf("store.DefaultDuplicateWindow = %v, want limiter.DuplicateWindow = %v", got, want)
+	}
+}
 
 func TestLedgerAddIsExactUnderConcurrency(t *testing.T) {
 	s := storetest.Open(t)
