@@ -29,7 +29,7 @@ func (q *Quotas) AdmitRequest(tenant, credential string, cost int64) Decision {
 		}
 		if rd = q.rates.Allow(key, l.Rate, cost); !rd.Allowed {
 			d := q.decide(st, q.o.Now(), false, nil)
-			d.Reason, d.Rate, d.HasRate = ReasonRate, rd, true
+			d.Reason, d.Rate, d.HasRate = ReasonRate, rd.State(), true
 			return d
 		}
 	}
@@ -37,13 +37,13 @@ func (q *Quotas) AdmitRequest(tenant, credential string, cost int64) Decision {
 	if l.Concurrency > 0 {
 		if _, ok := q.conc.Acquire(tenant, l.Concurrency); !ok {
 			d := q.decide(st, q.o.Now(), false, nil)
-			d.Reason, d.Rate, d.HasRate = ReasonConcurrency, rd, hasRate
+			d.Reason, d.Rate, d.HasRate = ReasonConcurrency, rd.State(), hasRate
 			return d
 		}
 		acquired = true
 	}
 	d := q.Admit(tenant, cost)
-	d.Rate, d.HasRate = rd, hasRate
+	d.Rate, d.HasRate = rd.State(), hasRate
 	if !d.Allowed {
 		if acquired {
 			q.conc.Release(tenant)

@@ -10,12 +10,12 @@ package limiter
 
 import (
 	"context"
-	"errors"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/shardmap"
 	"go.uber.org/zap"
 )
@@ -66,49 +66,28 @@ type Limit struct {
 	Concurrency int64
 }
 
-// Reason says which limit refused a request.
-type Reason uint8
+// Reason says which limit refused a request: access.Reason, the proxy's
+// word for it too.
+type Reason = access.Reason
 
 // Reasons for a refusal.
 const (
-	ReasonNone Reason = iota
-	ReasonQuota
-	ReasonRate
-	ReasonConcurrency
+	ReasonNone        = access.ReasonNone
+	ReasonQuota       = access.ReasonQuota
+	ReasonRate        = access.ReasonRate
+	ReasonConcurrency = access.ReasonConcurrency
 )
 
-// Decision is the outcome of one admission. It is returned by value.
-type Decision struct {
-	Allowed bool
-	// Unlimited is set for tenants without a monthly limit.
-	Unlimited bool
-	Limit     int64
-	Remaining int64
-	// Reset is the number of seconds until the period ends.
-	Reset int64
-	// Err is ErrUnavailable when the ledger could not be reached and the
-	// request was refused for that reason, ErrUnknownTenant for a tenant
-	// without a limit; nil otherwise.
-	Err error
-	// Reason names the limit that refused the request.
-	Reason Reason
-	// Rate is the short-window limit's state, when the plan has one.
-	Rate    RateDecision
-	HasRate bool
-	// Acquired says a concurrency slot was taken: call Release.
-	Acquired bool
-	// Open says the request was admitted on the open policy's allowance
-	// while the ledger was unreachable.
-	Open bool
-	// PeriodEnd is the end of the period the decision was taken in, in
-	// Unix nanoseconds: Refund needs it.
-	PeriodEnd int64
-}
+// Decision is the outcome of one admission, returned by value: an
+// access.Decision, which the proxy takes as it is. Its Err is
+// ErrUnavailable or ErrUnknownTenant (access's values) or nil.
+type Decision = access.Decision
 
-// Errors of admission.
+// Errors of admission: the values of package access, so that they keep
+// their identity across the seam.
 var (
-	ErrUnavailable   = errors.New("limiter: quota ledger unavailable")
-	ErrUnknownTenant = errors.New("limiter: unknown tenant")
+	ErrUnavailable   = access.ErrLedgerUnavailable
+	ErrUnknownTenant = access.ErrUnknownTenant
 )
 
 // QuotaOptions configure Quotas. Zero values take the documented defaults.

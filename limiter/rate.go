@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/shardmap"
 )
 
@@ -33,6 +34,11 @@ type RateDecision struct {
 	// Reset is how long until the bucket is full again, rounded up to
 	// seconds; RetryAfter how long until the next request is allowed.
 	Reset, RetryAfter int64
+}
+
+// State is the limit's state as the proxy shows it in headers.
+func (d RateDecision) State() access.Rate {
+	return access.Rate{Limit: d.Limit, Window: d.Window, Remaining: d.Remaining, Reset: d.Reset, RetryAfter: d.RetryAfter}
 }
 
 // Rates enforces rate limits with GCRA (the generic cell rate algorithm,
