@@ -12,8 +12,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/pprof"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/problems"
 	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/tenants"
 	"github.com/tollgate/tollgate/limiter"
 	"go.uber.org/zap"
 )
@@ -49,14 +48,26 @@ type Options struct {
 	Log *zap.Logger
 	// Pprof serves net/http/pprof under /debug/pprof/, behind the token.
 	Pprof bool
-	// Extra registers more routes on the mux (reload, limit requests).
-	Extra func(mux *http.ServeMux, a *API)
+	// Reload, if set, serves POST /v1/reload: it reloads the configuration
+	// and returns nil, or why not. An error that is (or wraps) a
+	// ReloadRefusal is answered 422 with each of its problems; any other
+	// is a 500. If nil, POST /v1/reload is not served (404).
+	Reload func() error
+}
+
+// ReloadRefusal is an error of Options.Reload that refuses a new
+// configuration, naming each of its problems; the old configuration
+// keeps serving.
+type ReloadRefusal interface {
+	error
+	ReloadProblems() []string
 }
 
 // API is the admin HTTP handler.
 type API struct {
-	o   Options
-	mux *http.ServeMux
+	o       Options
+	mux     *http.ServeMux
+	tenants *tenants.Service
 }
 
 // New returns the admin handler.
@@ -70,7 +81,10 @@ func New(o Options) *API {
 	if o.Gatherer == nil {
 		o.Gatherer = prometheus.DefaultGatherer
 	}
-	a := &API{o: o, mux: http.NewServeMux()}
+	a := &API{o: o, mux: http.NewServeMux(), tenants: &tenants.Service{
+		Store: o.Store, Tenants: o.Tenants, Requests: o.LimitRequests, Config: o.Config,
+		ReadUsage: o.Usage, Now: o.Now,
+	}}
 	m := a.mux
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"ok": true})
@@ -99,11 +113,11 @@ func New(o Options) *API {
 	a.handle("GET /v1/limit-requests/{req}", a.getLimitRequest)
 	a.handle("POST /v1/limit-requests/{req}/approve", a.decide(true))
 	a.handle("POST /v1/limit-requests/{req}/deny", a.decide(false))
+	if o.Reload != nil {
+		a.handle("POST /v1/reload", a.reload)
+	}
 	if o.Pprof {
 		a.servePprof()
-	}
-	if o.Extra != nil {
-		o.Extra(m, a)
 	}
 	return a
 }
@@ -112,10 +126,8 @@ func New(o Options) *API {
 // it. Exactly one place turns errors into problems bodies.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-func (a *API) handle(pattern string, h HandlerFunc) { a.Handle(pattern, h) }
-
-// Handle registers an authenticated admin route.
-func (a *API) Handle(pattern string, h HandlerFunc) {
+// handle registers an authenticated admin route.
+func (a *API) handle(pattern string, h HandlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tollgate-admin"`)
@@ -235,67 +247,37 @@ func (a *API) ctx(r *http.Request) (context.Context, context.CancelFunc) {
 	return a.o.Store.Ctx(r.Context())
 }
 
-func storeErr(err error) error {
-	return problems.New(503, problems.CodeStoreUnavailable, "", "the store did not answer; nothing was changed or the change may still apply, retry to be sure").Wrap(err)
-}
+func storeErr(err error) error { return tenants.StoreErr(err) }
 
 // List is the paginated answer of every list endpoint.
-type List[T any] struct {
-	Total    int    `json:"total"`
-	Position int    `json:"position"`
-	Size     int    `json:"size"`
-	OrderBy  string `json:"orderBy"`
-	Desc     bool   `json:"desc"`
-	Items    []T    `json:"items"`
-}
+type List[T any] = tenants.List[T]
 
 // Paginate sorts items by the orderBy parameter (one of the keys of less,
-// default def) and cuts the page given by position and size.
+// default def) and cuts the page given by position, size and desc.
 func Paginate[T any](r *http.Request, items []T, def string, less map[string]func(a, b T) bool) (List[T], error) {
-	q := r.URL.Query()
-	l := List[T]{OrderBy: def, Size: 50}
-	var err error
-	if v := q.Get("position"); v != "" {
-		if l.Position, err = strconv.Atoi(v); err != nil || l.Position < 0 {
-			return l, problems.New(400, problems.CodeInvalidField, "position", "want an integer ≥ 0")
+	p, err := tenants.ParsePage(r.URL.Query(), def)
+	if err != nil {
+		return List[T]{}, err
+	}
+	return tenants.Paginate(items, p, less)
+}
+
+// reload serves POST /v1/reload with Options.Reload.
+func (a *API) reload(w http.ResponseWriter, r *http.Request) error {
+	if err := a.o.Reload(); err != nil {
+		var re ReloadRefusal
+		if errors.As(err, &re) {
+			pe := &problems.Error{Status: 422, Err: err}
+			for _, p := range re.ReloadProblems() {
+				pe.Problems = append(pe.Problems, problems.Problem{Level: problems.Severe, Code: problems.CodeInvalidField, Field: "config", Message: p})
+			}
+			return pe
 		}
+		return err
 	}
-	if v := q.Get("size"); v != "" {
-		if l.Size, err = strconv.Atoi(v); err != nil || l.Size < 1 || l.Size > 1000 {
-			return l, problems.New(400, problems.CodeInvalidField, "size", "want an integer from 1 to 1000")
-		}
-	}
-	if v := q.Get("desc"); v != "" {
-		if l.Desc, err = strconv.ParseBool(v); err != nil {
-			return l, problems.New(400, problems.CodeInvalidField, "desc", "want true or false")
-		}
-	}
-	if v := q.Get("orderBy"); v != "" {
-		l.OrderBy = v
-	}
-	f, ok := less[l.OrderBy]
-	if !ok {
-		names := make([]string, 0, len(less))
-		for k := range less {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		return l, problems.Newf(400, problems.CodeInvalidField, "orderBy", "want one of %s", strings.Join(names, ", "))
-	}
-	sort.SliceStable(items, func(i, j int) bool {
-		if l.Desc {
-			return f(items[j], items[i])
-		}
-		return f(items[i], items[j])
-	})
-	l.Total = len(items)
-	start := min(l.Position, len(items))
-	end := min(start+l.Size, len(items))
-	l.Items = items[start:end]
-	if l.Items == nil {
-		l.Items = []T{}
-	}
-	return l, nil
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"ok":true,"reloaded":true}` + "\n"))
+	return nil
 }
 
 // Digest returns the SHA-256 of an admin token.
@@ -309,9 +291,9 @@ func (a *API) servePprof() {
 	wrap := func(h http.HandlerFunc) HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) error { h(w, r); return nil }
 	}
-	a.Handle("GET /debug/pprof/", wrap(pprof.Index))
-	a.Handle("GET /debug/pprof/cmdline", wrap(pprof.Cmdline))
-	a.Handle("GET /debug/pprof/profile", wrap(pprof.Profile))
-	a.Handle("GET /debug/pprof/symbol", wrap(pprof.Symbol))
-	a.Handle("GET /debug/pprof/trace", wrap(pprof.Trace))
+	a.handle("GET /debug/pprof/", wrap(pprof.Index))
+	a.handle("GET /debug/pprof/cmdline", wrap(pprof.Cmdline))
+	a.handle("GET /debug/pprof/profile", wrap(pprof.Profile))
+	a.handle("GET /debug/pprof/symbol", wrap(pprof.Symbol))
+	a.handle("GET /debug/pprof/trace", wrap(pprof.Trace))
 }

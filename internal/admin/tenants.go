@@ -1,14 +1,13 @@
 package admin
 
 import (
-	"context"
 	"errors"
 	"net/http"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/problems"
 	"github.com/tollgate/tollgate/internal/store"
-	"github.com/tollgate/tollgate/limiter"
+	"github.com/tollgate/tollgate/internal/tenants"
 )
 
 // TenantView is a tenant as the admin API shows it: the record plus the
@@ -19,17 +18,7 @@ type TenantView struct {
 }
 
 func (a *API) view(t *store.Tenant) TenantView {
-	return TenantView{Tenant: t, Limit: TenantLimit(a.o.Config(), t)}
-}
-
-// TenantLimit is the monthly limit of t under c: a granted limit, else the
-// plan's requests plus add-on units times their sizes; 0 means unlimited.
-func TenantLimit(c *config.Config, t *store.Tenant) int64 {
-	if t.Granted > 0 {
-		return t.Granted
-	}
-	l, _ := c.Limit(t.Plan, t.Addons)
-	return l
+	return TenantView{Tenant: t, Limit: tenants.Limit(a.o.Config(), t)}
 }
 
 type tenantInput struct {
@@ -104,12 +93,7 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) tenant(r *http.Request) (*store.Tenant, error) {
-	id := r.PathValue("id")
-	t := a.o.Tenants.Get(id)
-	if t == nil {
-		return nil, problems.Newf(404, problems.CodeNotFound, "id", "no tenant %q", id)
-	}
-	return t, nil
+	return a.tenants.Tenant(r.PathValue("id"))
 }
 
 func (a *API) getTenant(w http.ResponseWriter, r *http.Request) error {
@@ -142,38 +126,6 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// UpdateTenant applies f to the stored tenant id with compare-and-set,
-// retrying on a lost race, and returns the new record.
-func (a *API) UpdateTenant(r *http.Request, id string, f func(t *store.Tenant) error) (*store.Tenant, error) {
-	ctx, cancel := a.ctx(r)
-	defer cancel()
-	return a.updateTenant(ctx, id, f)
-}
-
-func (a *API) updateTenant(ctx context.Context, id string, f func(t *store.Tenant) error) (*store.Tenant, error) {
-	for try := 0; try < 5; try++ {
-		var t store.Tenant
-		rev, err := store.Get(ctx, a.o.Store.Tenants, id, &t)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, problems.Newf(404, problems.CodeNotFound, "id", "no tenant %q", id)
-		}
-		if err != nil {
-			return nil, storeErr(err)
-		}
-		if err := f(&t); err != nil {
-			return nil, err
-		}
-		t.Updated = a.o.Now().UTC()
-		if _, err := store.Update(ctx, a.o.Store.Tenants, id, &t, rev); err == nil {
-			a.o.Tenants.Set(id, &t)
-			return &t, nil
-		} else if ctx.Err() != nil {
-			return nil, storeErr(err)
-		}
-	}
-	return nil, problems.New(409, problems.CodeConflict, "id", "the tenant kept changing; retry")
-}
-
 func (a *API) patchTenant(w http.ResponseWriter, r *http.Request) error {
 	var in tenantInput
 	if err := decode(w, r, &in); err != nil {
@@ -182,7 +134,7 @@ func (a *API) patchTenant(w http.ResponseWriter, r *http.Request) error {
 	if in.ID != nil {
 		return problems.New(400, problems.CodeInvalidField, "id", "cannot be changed")
 	}
-	t, err := a.UpdateTenant(r, r.PathValue("id"), func(t *store.Tenant) error { return a.checkTenant(&in, t) })
+	t, err := a.tenants.Update(r.Context(), r.PathValue("id"), func(t *store.Tenant) error { return a.checkTenant(&in, t) })
 	if err != nil {
 		return err
 	}
@@ -213,16 +165,7 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) usage(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.tenant(r)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := a.ctx(r)
-	defer cancel()
-	u, err := a.o.Usage(ctx, t.ID)
-	if errors.Is(err, limiter.ErrUnavailable) {
-		return problems.New(503, problems.CodeStoreUnavailable, "", "the quota ledger is unavailable").Wrap(err)
-	}
+	u, err := a.tenants.Usage(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}

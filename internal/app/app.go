@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/tenants"
 	"github.com/tollgate/tollgate/limiter"
 	"github.com/tollgate/tollgate/proxy"
 	"go.uber.org/zap"
@@ -132,8 +133,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	a.ProxyAddr, a.AdminAddr = pln.Addr().String(), aln.Addr().String()
 
 	replica := nuid.Next()
+	// The ledger's duplicate window, one value for the store that keeps
+	// message ids and the limiter that resends within it: a resend after
+	// the store forgot its id would be counted twice.
+	dupWindow := store.DefaultDuplicateWindow
 	a.store, err = store.Open(ctx, store.Options{
-		URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials, DataDir: cfg.DataDir, Listen: cfg.NATS.Listen,
+		DuplicateWindow: dupWindow,
+		URL:             cfg.NATS.URL, Credentials: cfg.NATS.Credentials, DataDir: cfg.DataDir, Listen: cfg.NATS.Listen,
 		SyncAlways: cfg.NATS.SyncAlways == nil || *cfg.NATS.SyncAlways, Replicas: cfg.NATS.Replicas,
 		Timeout: cfg.NATS.Timeout.D(), LedgerShards: cfg.NATS.LedgerShards,
 		Name: "tollgate-" + replica, Log: a.log.Named("store"),
@@ -159,7 +165,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	a.quotas = limiter.NewQuotas(limiter.QuotaOptions{
 		Ledger: a.store.Ledger, Limits: a.limits, Now: o.Now, Location: cfg.Location,
 		MaxLease: cfg.Quota.MaxLease, LeaseIdle: cfg.Quota.LeaseIdle.D(), LeaseHorizon: cfg.Quota.LeaseHorizon.D(),
-		Timeout:   cfg.NATS.Timeout.D(),
+		Timeout: cfg.NATS.Timeout.D(), DuplicateWindow: dupWindow,
 		ReplicaID: replica, Available: a.store.Connected, Log: a.log.Named("quota"),
 		Leases: a.store.Leases(), LeaseTTL: cfg.Quota.LeaseTTL.D(),
 	})
@@ -262,7 +268,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	a.adminAPI = admin.New(admin.Options{
 		Store: a.store, Tenants: a.tenants, LimitRequests: a.requests, Credentials: a.creds, Usage: a.quotas.Usage,
 		Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
-		Log: a.log.Named("admin"), Extra: a.adminExtra, Pprof: cfg.Admin.Pprof,
+		Log: a.log.Named("admin"), Reload: a.Reload, Pprof: cfg.Admin.Pprof,
 	})
 	adm := &http.Server{Handler: a.adminAPI, ReadHeaderTimeout: 10 * time.Second}
 
@@ -317,29 +323,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	return err
 }
 
-// admit is the proxy's Admit hook: the limiter's decision for p's tenant.
+// admit is the proxy's Admit hook: the limiter's decision for p's tenant,
+// in the vocabulary both share.
 func (a *App) admit(p access.Principal, cost int64) access.Decision {
-	d := a.quotas.AdmitRequest(p.Tenant, p.Credential, cost)
-	pd := access.Decision{
-		Allowed: d.Allowed, Unlimited: d.Unlimited, Limit: d.Limit, Remaining: d.Remaining, Reset: d.Reset,
-		Acquired: d.Acquired, Open: d.Open, PeriodEnd: d.PeriodEnd, HasRate: d.HasRate,
-		Rate: access.Rate{Limit: d.Rate.Limit, Window: d.Rate.Window, Remaining: d.Rate.Remaining, Reset: d.Rate.Reset, RetryAfter: d.Rate.RetryAfter},
-	}
-	switch {
-	case errors.Is(d.Err, limiter.ErrUnavailable):
-		pd.Err = access.ErrLedgerUnavailable
-	case errors.Is(d.Err, limiter.ErrUnknownTenant):
-		pd.Err = access.ErrUnknownTenant
-	}
-	switch d.Reason {
-	case limiter.ReasonRate:
-		pd.Reason = access.ReasonRate
-	case limiter.ReasonConcurrency:
-		pd.Reason = access.ReasonConcurrency
-	case limiter.ReasonQuota:
-		pd.Reason = access.ReasonQuota
-	}
-	return pd
+	return a.quotas.AdmitRequest(p.Tenant, p.Credential, cost)
 }
 
 func (a *App) release(p access.Principal) { a.quotas.Release(p.Tenant) }
@@ -347,7 +334,7 @@ func (a *App) release(p access.Principal) { a.quotas.Release(p.Tenant) }
 // refund gives back the quota of a request that failed through the
 // client's fault.
 func (a *App) refund(p access.Principal, cost int64, d access.Decision) {
-	a.quotas.Refund(p.Tenant, cost, limiter.Decision{Allowed: d.Allowed, Unlimited: d.Unlimited, Open: d.Open, PeriodEnd: d.PeriodEnd})
+	a.quotas.Refund(p.Tenant, cost, d)
 }
 
 // limits gives the limiter a tenant's limits from its record and plan.
@@ -357,7 +344,7 @@ func (a *App) limits(tenant string) (limiter.Limit, bool) {
 		return limiter.Limit{}, false
 	}
 	c := a.Config()
-	l := limiter.Limit{Monthly: admin.TenantLimit(c, t), Anchor: t.AnchorDay}
+	l := limiter.Limit{Monthly: tenants.Limit(c, t), Anchor: t.AnchorDay}
 	if p, ok := c.Plans[t.Plan]; ok {
 		l.Location = p.Location
 		l.Concurrency = p.Concurrency

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"reflect"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/config"
-	"github.com/tollgate/tollgate/internal/problems"
 	"go.uber.org/zap"
 )
 
@@ -27,6 +25,12 @@ type ReloadError struct {
 func (e *ReloadError) Error() string {
 	return "app: reload refused: " + strings.Join(e.Problems, "; ")
 }
+
+// ReloadProblems makes a refusal an admin.ReloadRefusal: POST /v1/reload
+// answers 422 with each problem.
+func (e *ReloadError) ReloadProblems() []string { return e.Problems }
+
+var _ admin.ReloadRefusal = (*ReloadError)(nil)
 
 // Reload reads the configuration file again, validates it and swaps it in.
 // What cannot change while running is named in the refusal.
@@ -133,24 +137,4 @@ func (a *App) watchReloads(ctx context.Context) (stop func()) {
 		}
 	}()
 	return cancel
-}
-
-// adminExtra adds the app's own admin routes.
-func (a *App) adminExtra(mux *http.ServeMux, api *admin.API) {
-	api.Handle("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) error {
-		if err := a.Reload(); err != nil {
-			var re *ReloadError
-			if errors.As(err, &re) {
-				pe := &problems.Error{Status: 422}
-				for _, p := range re.Problems {
-					pe.Problems = append(pe.Problems, problems.Problem{Level: problems.Severe, Code: problems.CodeInvalidField, Field: "config", Message: p})
-				}
-				return pe
-			}
-			return err
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"ok":true,"reloaded":true}` + "\n"))
-		return nil
-	})
 }

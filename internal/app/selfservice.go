@@ -4,32 +4,28 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"net/http"
 	"net/url"
 
 	"github.com/tollgate/tollgate/internal/access"
-	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/problems"
-	"github.com/tollgate/tollgate/limiter"
+	"github.com/tollgate/tollgate/internal/tenants"
 	"github.com/tollgate/tollgate/proxy"
 )
 
 // selfService answers a tenant's own requests on the proxy listener: its
-// usage, and its limit increase requests (list and file). It shares the
-// admin API's logic, scoped to the credential's tenant.
+// usage, and its limit increase requests (list and file), scoped to the
+// credential's tenant. It decodes the query and body and calls
+// internal/tenants, as the admin API does.
 func (a *App) selfService(kind proxy.SelfServiceKind, id access.Principal, method string, query, body []byte) (int, []byte, error) {
-	ctx, cancel := a.store.Ctx(context.Background())
-	defer cancel()
+	ts := a.tenantService()
+	ctx := context.Background()
 	var v any
 	status := 200
 	switch {
 	case kind == proxy.SelfUsage && method == "GET":
-		u, err := a.quotas.Usage(ctx, id.Tenant)
-		if errors.Is(err, limiter.ErrUnavailable) {
-			return 0, nil, problems.New(503, problems.CodeStoreUnavailable, "", "the quota ledger is unavailable").Wrap(err)
-		} else if err != nil {
-			return 0, nil, problems.New(403, problems.CodeForbidden, "", "the credential's tenant does not exist")
+		u, err := ts.OwnUsage(ctx, id.Tenant)
+		if err != nil {
+			return 0, nil, err
 		}
 		v = u
 	case kind == proxy.SelfLimitRequests && method == "GET":
@@ -37,19 +33,23 @@ func (a *App) selfService(kind proxy.SelfServiceKind, id access.Principal, metho
 		if err != nil {
 			return 0, nil, problems.New(400, problems.CodeInvalidField, "query", "cannot be parsed")
 		}
-		l, err := admin.ListLimitRequests(&http.Request{URL: &url.URL{RawQuery: q.Encode()}}, a.adminAPI.LimitRequestsOf(id.Tenant, q.Get("status")))
+		p, err := tenants.ParsePage(q, tenants.DefaultLimitRequestOrder)
+		if err != nil {
+			return 0, nil, err
+		}
+		l, err := ts.OwnLimitRequests(id.Tenant, q.Get("status"), p)
 		if err != nil {
 			return 0, nil, err
 		}
 		v = l
 	case kind == proxy.SelfLimitRequests && method == "POST":
-		var in admin.LimitRequestInput
+		var in tenants.LimitRequestInput
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil {
 			return 0, nil, problems.Newf(400, problems.CodeInvalidField, "body", "want {\"requested\": N, \"reason\": \"…\"}: %v", err)
 		}
-		r, err := a.adminAPI.CreateLimitRequest(ctx, id.Tenant, in)
+		r, err := ts.CreateLimitRequest(ctx, id.Tenant, in)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -59,4 +59,13 @@ func (a *App) selfService(kind proxy.SelfServiceKind, id access.Principal, metho
 	}
 	b, err := json.Marshal(v)
 	return status, b, err
+}
+
+// tenantService is internal/tenants over the app's store and mirrors, the
+// same the admin API is given.
+func (a *App) tenantService() *tenants.Service {
+	return &tenants.Service{
+		Store: a.store, Tenants: a.tenants, Requests: a.requests, Config: a.Config,
+		ReadUsage: a.quotas.Usage, Now: a.o.Now,
+	}
 }
