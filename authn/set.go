@@ -196,9 +196,6 @@ func NewVerifier(set *Set, o VerifierOptions) (*Verifier, error) {
 // Close releases the verifier's cache.
 func (v *Verifier) Close() { v.neg.Close() }
 
-// Forget drops a remembered negative lookup, for an id just created.
-func (v *Verifier) Forget(id string) { v.neg.Del(id) }
-
 // APIKey verifies a presented API key. For a key in the set it does no I/O
 // and no allocation.
 func (v *Verifier) APIKey(key []byte) (*Credential, error) {

@@ -280,9 +280,6 @@ func (a *API) reload(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// Digest returns the SHA-256 of an admin token.
-func Digest(token string) [32]byte { return sha256.Sum256([]byte(token)) }
-
 // servePprof registers Go's profiles (net/http/pprof) behind the admin
 // token: a CPU profile of a live replica under load is how hot-path costs
 // are found (go tool pprof -http : 'http://admin/debug/pprof/profile?seconds=10'

@@ -287,16 +287,20 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		}
 		return nil
 	})
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	defer stopReload()
+	hup := notifyReloads()
+	bg.Go(func() error { a.watchReloads(reloadCtx, hup); return nil })
 	a.ready.Store(true)
 	log.Info("tollgate serving", zap.String("listen", a.ProxyAddr), zap.String("admin", a.AdminAddr),
 		zap.Bool("embedded_nats", cfg.NATS.URL == ""), zap.String("data_dir", cfg.DataDir))
 	if o.OnReady != nil {
+		// A test hook, not waited for: it may outlive Run.
 		go o.OnReady(a)
 	}
-	stopReload := a.watchReloads(ctx)
-	defer stopReload()
 
 	<-servingCtx.Done()
+	stopReload()
 	if ctx.Err() == nil {
 		log.Error("listener failed", zap.Error(context.Cause(servingCtx)))
 	}

@@ -93,15 +93,23 @@ func fixedChanges(a, b *config.Config) []string {
 	return out
 }
 
-// watchReloads reloads on SIGHUP and when the config file changes.
-func (a *App) watchReloads(ctx context.Context) (stop func()) {
-	file := a.Config().File
-	if file == "" {
-		return func() {}
-	}
-	ctx, cancel := context.WithCancel(ctx)
+// notifyReloads starts catching SIGHUP (before Run reports ready, so that
+// an early one does not end the process) for watchReloads.
+func notifyReloads() chan os.Signal {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	return hup
+}
+
+// watchReloads reloads on SIGHUP (from notifyReloads) and when the config
+// file changes, until ctx is done.
+func (a *App) watchReloads(ctx context.Context, hup chan os.Signal) {
+	defer signal.Stop(hup)
+	file := a.Config().File
+	if file == "" {
+		<-ctx.Done()
+		return
+	}
 	log := a.log.Named("reload")
 	stamp := func() string {
 		fi, err := os.Stat(file)
@@ -111,30 +119,26 @@ func (a *App) watchReloads(ctx context.Context) (stop func()) {
 		return fmt.Sprint(fi.ModTime().UnixNano(), fi.Size())
 	}
 	last := stamp()
-	go func() {
-		defer signal.Stop(hup)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			why := ""
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				why = "SIGHUP"
-			case <-t.C:
-				if s := stamp(); s != last && s != "" {
-					last = s
-					why = "file changed"
-				}
-			}
-			if why == "" {
-				continue
-			}
-			if err := a.Reload(); err != nil {
-				log.Error("reload refused; the old configuration keeps serving", zap.String("trigger", why), zap.Error(err))
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		why := ""
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			why = "SIGHUP"
+		case <-t.C:
+			if s := stamp(); s != last && s != "" {
+				last = s
+				why = "file changed"
 			}
 		}
-	}()
-	return cancel
+		if why == "" {
+			continue
+		}
+		if err := a.Reload(); err != nil {
+			log.Error("reload refused; the old configuration keeps serving", zap.String("trigger", why), zap.Error(err))
+		}
+	}
 }
