@@ -91,13 +91,26 @@ func (b *LeaseBook) Expired(ctx context.Context, t time.Time) ([]limiter.Expired
 	// pending before it has delivered every key while the stream grows.)
 	state := stream.CachedInfo().State
 	last := state.LastSeq
+	// The consumer lives for this sweep only: it is deleted when the sweep
+	// is done, and the server drops it after sweepConsumerIdle should this
+	// replica die first. (Left to the default five minutes, one consumer a
+	// sweep piled up to nats-server's limit of 1,000 consumers a stream,
+	// after which every sweep failed.)
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{prefix + ">"},
-		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		FilterSubjects:    []string{prefix + ">"},
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		InactiveThreshold: sweepConsumerIdle,
 	})
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sweepConsumerIdle)
+		defer cancel()
+		if info := cons.CachedInfo(); info != nil {
+			_ = stream.DeleteConsumer(dctx, info.Name)
+		}
+	}()
 	latest := map[string]limiter.ExpiredLease{}
 	if state.Msgs > 0 {
 		msgs, err := cons.Messages()
@@ -140,6 +153,10 @@ func (b *LeaseBook) Expired(ctx context.Context, t time.Time) ([]limiter.Expired
 	}
 	return out, nil
 }
+
+// sweepConsumerIdle is how long the server keeps a sweep's consumer that
+// nobody reads.
+const sweepConsumerIdle = 10 * time.Second
 
 // Sweep implements limiter.LeaseBook.
 func (b *LeaseBook) Sweep(ctx context.Context, e limiter.ExpiredLease) (bool, error) {
