@@ -32,16 +32,54 @@ func leaseKey(tenant, period, replica string) string { return tenant + "." + per
 
 // Put implements limiter.LeaseBook. Updates made at the same time as
 // others are sent together (see recordWriter).
+//
+// A record's key names its replica, and only that replica writes it;
+// others only delete it (a sweep). So when the revision we hold is not
+// the record's, a read tells what happened, and nothing is assumed: if
+// the record is still there, a write of ours whose answer was lost (a
+// timeout at a disconnect, applied all the same) moved it on, and this
+// write goes over it; only a record that is gone was swept. (Taking every
+// failed compare-and-set for a sweep dropped a replica's lease again and
+// again after its node restarted, burning the tenant's month.)
 func (b *LeaseBook) Put(ctx context.Context, tenant, period, replica string, r limiter.LeaseRecord, rev uint64) (uint64, bool, error) {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return 0, false, err
 	}
 	key := leaseKey(tenant, period, replica)
-	if rev != 0 && b.w != nil {
-		return updateRecord(ctx, b.w, key, v, rev)
+	for try := 0; ; try++ {
+		var n uint64
+		var gone bool
+		if rev != 0 && b.w != nil {
+			n, gone, err = updateRecord(ctx, b.w, key, v, rev)
+		} else {
+			n, gone, err = putOne(ctx, b.kv, key, v, rev)
+		}
+		if err != nil || !gone || try == 3 {
+			return n, gone, err
+		}
+		cur, found, err := b.current(ctx, key)
+		switch {
+		case err != nil:
+			return 0, false, err
+		case !found && rev != 0:
+			return 0, true, nil // swept
+		}
+		rev = cur // ours, moved on by a lost answer (or 0: create it)
 	}
-	return putOne(ctx, b.kv, key, v, rev)
+}
+
+// current reads the revision of key's record; found is false when there
+// is none (never written, deleted or purged).
+func (b *LeaseBook) current(ctx context.Context, key string) (rev uint64, found bool, err error) {
+	e, err := b.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("store: lease %s: %w", key, err)
+	}
+	return e.Revision(), true, nil
 }
 
 // putOne writes one record: creates it when rev is 0, else updates it if
@@ -54,19 +92,42 @@ func putOne(ctx context.Context, kv jetstream.KeyValue, key string, v []byte, re
 	} else {
 		n, err = kv.Update(ctx, key, v, rev)
 	}
-	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:
 		return n, false, nil
-	case errors.Is(err, jetstream.ErrKeyExists), errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+	case wrongRevision(err):
 		return 0, true, nil
 	}
 	return 0, false, fmt.Errorf("store: lease %s: %w", key, err)
 }
 
-// Delete implements limiter.LeaseBook.
+// Delete implements limiter.LeaseBook. As Put, it resolves a revision
+// that is not the record's by reading: a record still there is ours,
+// moved on by a write whose answer was lost, and is deleted at its
+// revision; one already gone was swept.
 func (b *LeaseBook) Delete(ctx context.Context, tenant, period, replica string, rev uint64) error {
-	return b.kv.Delete(ctx, leaseKey(tenant, period, replica), jetstream.LastRevision(rev))
+	key := leaseKey(tenant, period, replica)
+	for try := 0; ; try++ {
+		err := b.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+		if err == nil || !wrongRevision(err) || try == 3 {
+			return err
+		}
+		cur, found, rerr := b.current(ctx, key)
+		if rerr != nil {
+			return rerr
+		}
+		if !found {
+			return err // swept meanwhile: not ours to delete
+		}
+		rev = cur
+	}
+}
+
+// wrongRevision says err is a failed compare-and-set.
+func wrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Expired implements limiter.LeaseBook. It reads the latest message of
@@ -164,8 +225,7 @@ func (b *LeaseBook) Sweep(ctx context.Context, e limiter.ExpiredLease) (bool, er
 	if err == nil {
 		return true, nil
 	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+	if wrongRevision(err) {
 		return false, nil
 	}
 	return false, err
