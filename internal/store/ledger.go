@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -39,11 +40,12 @@ const ledgerHistory = 2000
 func ledgerStream(i int) string  { return fmt.Sprintf("%s_%d", streamLedger, i) }
 func ledgerSubject(i int) string { return fmt.Sprintf("%s.%d", subjectLedger, i) }
 
-func openLedger(ctx context.Context, js jetstream.JetStream, o Options) (*Ledger, error) {
+func openLedger(ctx context.Context, su *setup, o Options) (*Ledger, error) {
+	js := su.js
 	atomic := batchSupport(js.Conn().ConnectedServerVersion())
 	l := &Ledger{js: js, atomic: atomic}
 	for i := 0; i < o.LedgerShards; i++ {
-		st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		want := jetstream.StreamConfig{
 			Name:     ledgerStream(i),
 			Subjects: []string{ledgerSubject(i) + ".>"},
 			Storage:  jetstream.FileStorage,
@@ -63,6 +65,27 @@ func openLedger(ctx context.Context, js jetstream.JetStream, o Options) (*Ledger
 			Duplicates: o.DuplicateWindow,
 			// Many leases are returned at once on shutdown (AddAll).
 			AllowAtomicPublish: atomic,
+		}
+		st, err := su.ensure(ctx, want.Name, func(ctx context.Context) error {
+			_, err := js.CreateStream(ctx, want)
+			return err
+		}, func(have *jetstream.StreamConfig) bool {
+			// An existing stream gets the settings above (but keeps its
+			// replicas, which ensure has checked, and whatever else an
+			// operator set); it is updated only if one differs.
+			changed := !slices.Equal(have.Subjects, want.Subjects) ||
+				have.MaxMsgsPerSubject != want.MaxMsgsPerSubject ||
+				have.AllowMsgCounter != want.AllowMsgCounter ||
+				have.AllowDirect != want.AllowDirect ||
+				have.Duplicates != want.Duplicates ||
+				have.AllowAtomicPublish != want.AllowAtomicPublish
+			have.Subjects = want.Subjects
+			have.MaxMsgsPerSubject = want.MaxMsgsPerSubject
+			have.AllowMsgCounter = want.AllowMsgCounter
+			have.AllowDirect = want.AllowDirect
+			have.Duplicates = want.Duplicates
+			have.AllowAtomicPublish = want.AllowAtomicPublish
+			return changed
 		})
 		if err != nil {
 			return nil, fmt.Errorf("store: ledger stream %s: %w", ledgerStream(i), err)

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -97,7 +99,13 @@ type Store struct {
 }
 
 // Open starts the embedded server when o.URL is empty, connects, and
-// creates or updates the buckets and ledger streams.
+// creates the buckets and ledger streams that are missing, with
+// o.Replicas replicas. It never changes the replica count of an existing
+// one: when one differs from o.Replicas, Open fails with a *ReplicasError
+// before it creates or changes anything. Replicas started together on a
+// fresh cluster race to create the same assets, and a cluster needs time
+// to elect leaders and place replicated streams: Open retries on such
+// transient errors for max(5×o.Timeout, 30s).
 func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Replicas == 0 {
 		o.Replicas = 1
@@ -160,13 +168,18 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: jetstream: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*o.Timeout)
+	su := newSetup(s.JS, o)
+	ctx, cancel := context.WithDeadline(ctx, su.deadline)
 	defer cancel()
+	if err := su.checkReplicas(ctx, assetNames(o)); err != nil {
+		s.Close()
+		return nil, err
+	}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
 	}{{BucketTenants, &s.Tenants}, {BucketKeys, &s.Keys}, {BucketLimitRequests, &s.LimitRequests}, {BucketLeases, &s.leases}} {
-		kv, err := s.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kv, err := su.ensureKV(ctx, jetstream.KeyValueConfig{
 			Bucket: b.name, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 		})
 		if err != nil {
@@ -176,11 +189,11 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		*b.kv = kv
 	}
 	// Lease records of many tenants are written at once on shutdown.
-	s.leasesAtomic = batchSupport(nc.ConnectedServerVersion()) && enableAtomic(ctx, s.JS, "KV_"+BucketLeases)
+	s.leasesAtomic = batchSupport(nc.ConnectedServerVersion()) && su.enableAtomic(ctx, "KV_"+BucketLeases)
 	if s.leasesAtomic {
 		s.recordWriter = newRecordWriter(s.leases, s.JS, o.Timeout)
 	}
-	if s.Ledger, err = openLedger(ctx, s.JS, o); err != nil {
+	if s.Ledger, err = openLedger(ctx, su, o); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -325,4 +338,246 @@ func splitHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("%q: bad port", addr)
 	}
 	return strings.Trim(addr[:i], "[]"), port, nil
+}
+
+// ReplicasError says that streams or buckets tollgate would use already
+// exist with another replica count than the configured one (nats.replicas).
+// Open does not change the replica count of an existing asset: doing so
+// silently, e.g. from the default 1 against a cluster whose assets have 3,
+// would throw away their redundancy.
+type ReplicasError struct {
+	// Configured is the replica count Open was given.
+	Configured int
+	// Assets are those with another count.
+	Assets []AssetReplicas
+}
+
+// AssetReplicas is an existing stream and its replica count.
+type AssetReplicas struct {
+	Stream   string // the JetStream stream, KV_<bucket> for a bucket
+	Replicas int
+}
+
+func (e *ReplicasError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "store: nats.replicas is %d, but ", e.Configured)
+	var counts []string
+	for i, a := range e.Assets {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if bucket, ok := strings.CutPrefix(a.Stream, "KV_"); ok {
+			fmt.Fprintf(&b, "bucket %s (stream %s)", bucket, a.Stream)
+		} else {
+			fmt.Fprintf(&b, "stream %s", a.Stream)
+		}
+		fmt.Fprintf(&b, " has %d replicas", a.Replicas)
+		if c := strconv.Itoa(a.Replicas); !slices.Contains(counts, c) {
+			counts = append(counts, c)
+		}
+	}
+	fmt.Fprintf(&b, "; tollgate does not change the replicas of existing streams and buckets. "+
+		"Set nats.replicas to %s to use them as they are, or change their replicas with the nats CLI first:",
+		strings.Join(counts, " or "))
+	for i, a := range e.Assets {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		fmt.Fprintf(&b, " nats stream edit %s --replicas %d", a.Stream, e.Configured)
+	}
+	return b.String()
+}
+
+// assetNames are the streams Open creates or uses.
+func assetNames(o Options) []string {
+	names := []string{"KV_" + BucketTenants, "KV_" + BucketKeys, "KV_" + BucketLimitRequests, "KV_" + BucketLeases}
+	for i := 0; i < o.LedgerShards; i++ {
+		names = append(names, ledgerStream(i))
+	}
+	return names
+}
+
+// setup creates or finds Open's streams and buckets, retrying transient
+// errors until its deadline.
+type setup struct {
+	js       jetstream.JetStream
+	replicas int
+	// attempt bounds each request.
+	attempt  time.Duration
+	deadline time.Time
+	log      *zap.Logger
+}
+
+// setupTime is how long Open keeps trying: long enough for a cluster that
+// was just started to elect its leaders and place replicated streams.
+func setupTime(timeout time.Duration) time.Duration { return max(5*timeout, 30*time.Second) }
+
+func newSetup(js jetstream.JetStream, o Options) *setup {
+	return &setup{js: js, replicas: o.Replicas, attempt: o.Timeout,
+		deadline: time.Now().Add(setupTime(o.Timeout)), log: o.Log}
+}
+
+// errNoLeader: a stream exists but has no leader yet.
+var errNoLeader = errors.New("no stream leader elected yet")
+
+// transient reports whether err may go away by itself: the cluster is
+// still electing leaders or placing replicas, or another replica created
+// the same asset at the same time.
+func transient(err error) bool {
+	var re *ReplicasError
+	if errors.As(err, &re) {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, errNoLeader) ||
+		errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, jetstream.ErrBucketExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case 10005, // no suitable peers for placement
+			10008, // JetStream system temporarily unavailable
+			10009, // JetStream cluster can not handle request (no leader)
+			10023, // insufficient resources
+			10058, // stream name already in use
+			10075, // peer remap failed
+			10118, // stream is offline
+			10194, // stream is offline: reason
+			10226: // stream reconfiguration already in progress
+			return true
+		}
+		return apiErr.Code == 503
+	}
+	return false
+}
+
+// retry runs f, each time under a context bounded by the operation
+// timeout, until it succeeds, fails for good, or the deadline passes.
+func (su *setup) retry(ctx context.Context, what string, f func(context.Context) error) error {
+	wait := 50 * time.Millisecond
+	for n := 1; ; n++ {
+		actx, cancel := context.WithTimeout(ctx, su.attempt)
+		err := f(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		if time.Now().Add(wait).After(su.deadline) {
+			return fmt.Errorf("%w (still failing after %d attempts)", err, n)
+		}
+		su.log.Debug("nats: retrying", zap.String("what", what), zap.Int("attempt", n), zap.Error(err))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return err
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// checkReplicas fails with a *ReplicasError, before anything is created
+// or changed, if any of the streams exists with another replica count.
+func (su *setup) checkReplicas(ctx context.Context, streams []string) error {
+	rerr := &ReplicasError{Configured: su.replicas}
+	for _, name := range streams {
+		err := su.retry(ctx, name, func(ctx context.Context) error {
+			st, err := su.js.Stream(ctx, name)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if r := st.CachedInfo().Config.Replicas; r != su.replicas {
+				rerr.Assets = append(rerr.Assets, AssetReplicas{Stream: name, Replicas: r})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("store: stream %s: %w", name, err)
+		}
+	}
+	if len(rerr.Assets) > 0 {
+		return rerr
+	}
+	return nil
+}
+
+// ensure finds the stream name or, when it is missing, creates it. An
+// existing stream must have the configured replica count; fix, if given,
+// adjusts its configuration and says whether it needs an update (which
+// keeps its replicas). It returns once the stream has a leader.
+func (su *setup) ensure(ctx context.Context, name string, create func(context.Context) error,
+	fix func(*jetstream.StreamConfig) bool) (jetstream.Stream, error) {
+	var st jetstream.Stream
+	err := su.retry(ctx, name, func(ctx context.Context) error {
+		s, err := su.js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			// Racing replicas may all get here; the losers see "already
+			// in use" (or success if their configs are equal) and look
+			// again.
+			if err := create(ctx); err != nil {
+				return err
+			}
+			su.log.Info("nats: created", zap.String("stream", name), zap.Int("replicas", su.replicas))
+			s, err = su.js.Stream(ctx, name)
+		}
+		if err != nil {
+			return err
+		}
+		cfg := s.CachedInfo().Config
+		if cfg.Replicas != su.replicas {
+			return &ReplicasError{Configured: su.replicas,
+				Assets: []AssetReplicas{{Stream: name, Replicas: cfg.Replicas}}}
+		}
+		if fix != nil && fix(&cfg) {
+			if s, err = su.js.UpdateStream(ctx, cfg); err != nil {
+				return err
+			}
+			su.log.Info("nats: updated", zap.String("stream", name))
+		}
+		if c := s.CachedInfo().Cluster; c != nil && c.Leader == "" {
+			return errNoLeader
+		}
+		st = s
+		return nil
+	})
+	return st, err
+}
+
+// ensureKV finds or creates a bucket; an existing one is left as it is.
+func (su *setup) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if _, err := su.ensure(ctx, "KV_"+cfg.Bucket, func(ctx context.Context) error {
+		_, err := su.js.CreateKeyValue(ctx, cfg)
+		return err
+	}, nil); err != nil {
+		return nil, err
+	}
+	var kv jetstream.KeyValue
+	err := su.retry(ctx, cfg.Bucket, func(ctx context.Context) (err error) {
+		kv, err = su.js.KeyValue(ctx, cfg.Bucket)
+		return err
+	})
+	return kv, err
+}
+
+// enableAtomic turns on atomic batch publishing on stream (see
+// enableAtomic), retrying while the cluster settles.
+func (su *setup) enableAtomic(ctx context.Context, stream string) bool {
+	errNotYet := fmt.Errorf("atomic publish not enabled on %s: %w", stream, errNoLeader)
+	err := su.retry(ctx, stream, func(ctx context.Context) error {
+		if enableAtomic(ctx, su.js, stream) {
+			return nil
+		}
+		return errNotYet
+	})
+	if err != nil {
+		su.log.Warn("nats: lease records are written one by one", zap.Error(err))
+	}
+	return err == nil
 }
