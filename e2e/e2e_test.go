@@ -418,15 +418,11 @@ func TestKill9KeepsCounts(t *testing.T) {
 		}()
 	}
 	// Kill once some requests have been served.
-	for ctx.Err() == nil {
+	waitFor(ctx, 5*time.Millisecond, func() bool {
 		mu.Lock()
-		n := served
-		mu.Unlock()
-		if n >= 300 {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return served >= 300
+	})
 	in.kill()
 	wg.Wait()
 	in.start()

@@ -133,9 +133,7 @@ func TestReplicasShareOneExactQuota(t *testing.T) {
 	var served2, refused2 atomic.Int64
 	var killed atomic.Bool
 	go func() {
-		for ctx.Err() == nil && served2.Load() < 800 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitFor(ctx, 5*time.Millisecond, func() bool { return served2.Load() >= 800 })
 		b.kill()
 		killed.Store(true)
 	}()
@@ -160,11 +158,24 @@ func TestReplicasShareOneExactQuota(t *testing.T) {
 	// (half a lease, or a whole lease up to 100: limiter's minStep), so
 	// there is usually something to return.
 	const step, lease = 100, 200
-	deadline := time.Now().Add(20 * time.Second)
-	for usage()-got > step+16 && !strings.Contains(a.logs(), "returning tokens of an expired lease") && time.Now().Before(deadline) {
-		time.Sleep(250 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // the return, once logged, reaches the ledger
+	// Wait until little is stranded, or a survivor has logged the return
+	// and it has reached the ledger: the usage, read after the log line,
+	// no longer falls (nothing else changes it while no load runs).
+	last := int64(-1)
+	checkFor(t, 20*time.Second, 250*time.Millisecond, func() error {
+		used := usage()
+		switch {
+		case used-got <= step+16:
+			return nil
+		case !strings.Contains(a.logs(), "returning tokens of an expired lease"):
+			last = -1
+			return fmt.Errorf("%d unserved and no sweep yet", used-got)
+		case used != last:
+			last = used
+			return fmt.Errorf("swept; usage %d, settling", used)
+		}
+		return nil
+	})
 	refused2.Store(0)
 	load(ctx, key2, 4, []*instance{a}, &served2, &refused2, func() bool { return refused2.Load() >= 20 })
 	got = served2.Load()

@@ -647,20 +647,18 @@ func TestSecurity(t *testing.T) {
 			t.Errorf(`"GET\r\n\r\n": got %s, want 400`, a)
 		}
 		var lines []string
-		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		checkFor(t, 2*time.Second, 50*time.Millisecond, func() error {
 			lines = lines[:0]
 			for _, l := range strings.Split(in.logs()[from:], "\n") {
 				if strings.Contains(l, `"logger":"access"`) && strings.Contains(l, `"status":400`) {
 					lines = append(lines, l)
 				}
 			}
-			if len(lines) > 0 {
-				break
+			if len(lines) == 0 {
+				return fmt.Errorf("no access log line for the unparseable request:\n%s", in.logs()[from:])
 			}
-		}
-		if len(lines) == 0 {
-			t.Fatalf("no access log line for the unparseable request:\n%s", in.logs()[from:])
-		}
+			return nil
+		})
 		for _, l := range lines {
 			if strings.Contains(l, `"method":"GET","path":"/"`) {
 				t.Errorf("the access log invents a request for unparseable input: %s", l)

@@ -2,13 +2,14 @@ package limiter_test
 
 import (
 	"context"
-	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/store/storetest"
 	"github.com/tollgate/tollgate/limiter"
+	"github.com/tollgate/tollgate/limiter/ledgertest"
 )
 
 // TestCrashedReplicaLeaseIsReturned: a replica that dies holding a lease
@@ -44,7 +45,14 @@ func TestCrashedReplicaLeaseIsReturned(t *testing.T) {
 			t.Fatalf("victim refused request %d", i)
 		}
 		spent++
-		time.Sleep(time.Millisecond) // refills run meanwhile
+		// A refill this request started lands before the next request,
+		// as it would between a replica's requests at a modest rate.
+		storetest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+			if victim.Refilling("acme") {
+				return errString("refill under way")
+			}
+			return nil
+		})
 		if reserved, _ := s.Ledger.Total(ctx, "acme", period); reserved-int64(spent) < 60 {
 			continue
 		}
@@ -103,48 +111,81 @@ func TestCrashedReplicaLeaseIsReturned(t *testing.T) {
 // TestIdleTenantsStopWritingRecords: once a tenant's lease is spent or
 // returned, its record is deleted rather than refreshed forever (the
 // harness saw ~600 record writes/s long after traffic stopped).
+//
+// The background loop runs on an injected clock that the test moves in
+// steps of lease_ttl/2, longer than the loop's sweep interval
+// (lease_ttl/3): after each step the test waits until the loop has swept
+// at the new time, so every step is seen by the loop, and the record
+// writes are counted as they are made. A refresh is due every lease_ttl/2,
+// so a loop that refreshed idle records would write in every step.
 func TestIdleTenantsStopWritingRecords(t *testing.T) {
+	const tenants = 50
+	const ttl = 6 * time.Second
 	s := storetest.Open(t)
 	c := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
-	l := &limits{m: map[string]limiter.Limit{}}
-	for i := 0; i < 50; i++ {
-		l.set(fmt.Sprintf("t%d", i), limiter.Limit{Monthly: 1000})
+	l := manyTenants(tenants, 1000)
+	book := ledgertest.WrapBook(s.Leases())
+	var writes atomic.Int64
+	var swept atomic.Int64 // the latest time a sweep ran at, in unix nanoseconds
+	put, del, expired := book.PutFunc, book.DeleteFunc, book.ExpiredFunc
+	book.PutFunc = func(ctx context.Context, tenant, period, replica string, r limiter.LeaseRecord, rev uint64) (uint64, bool, error) {
+		writes.Add(1)
+		return put(ctx, tenant, period, replica, r, rev)
 	}
-	q := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Leases: s.Leases(), Limits: l.get, Now: c.Now,
-		MaxLease: 100, ReplicaID: "r", LeaseIdle: 2 * time.Second, LeaseTTL: 6 * time.Second})
-	for i := 0; i < 50; i++ {
-		if !q.Admit(fmt.Sprintf("t%d", i), 1).Allowed {
-			t.Fatal("refused")
-		}
+	book.DeleteFunc = func(ctx context.Context, tenant, period, replica string, rev uint64) error {
+		writes.Add(1)
+		return del(ctx, tenant, period, replica, rev)
+	}
+	book.ExpiredFunc = func(ctx context.Context, at time.Time) ([]limiter.ExpiredLease, error) {
+		defer swept.Store(at.UnixNano())
+		return expired(ctx, at)
+	}
+	// LeaseIdle sets the loop's tick too: 50 ms, the shortest.
+	q := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Leases: book, Limits: l.get, Now: c.Now,
+		MaxLease: 100, ReplicaID: "r", LeaseIdle: 200 * time.Millisecond, LeaseTTL: ttl})
+	// Each tenant spends into its second lease, the first with a record,
+	// and keeps part of it.
+	holdLeases(t, q, tenants)
+	if n := len(records(t, s)); n != tenants {
+		t.Fatalf("%d lease records for %d tenants: the test proves nothing", n, tenants)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = q.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	// Time passes with no traffic: leases go idle and are returned, and
-	// the records must go away.
-	for step := 0; step < 20; step++ {
-		c.Set(c.Now().Add(time.Second))
-		time.Sleep(60 * time.Millisecond)
+
+	// step moves the clock and waits until the loop has seen it.
+	step := func() {
+		t.Helper()
+		now := c.Now().Add(ttl / 2)
+		c.Set(now)
+		storetest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			if swept.Load() < now.UnixNano() {
+				return errString("no sweep at the new time yet")
+			}
+			return nil
+		})
 	}
-	storetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		recs, err := s.Leases().Expired(context.Background(), c.Now().Add(time.Hour))
-		if err != nil {
-			return err
+	// Time passes with no traffic: the leases go idle and are returned
+	// (the records lowered), and the records must go away once they are
+	// due for a refresh: a few steps.
+	for i := 0; ; i++ {
+		if i == 6 {
+			t.Fatalf("%d records left %v after the tenants went idle", len(records(t, s)), time.Duration(i)*ttl/2)
 		}
-		if len(recs) != 0 {
-			c.Set(c.Now().Add(time.Second))
-			return fmt.Errorf("%d records left", len(recs))
+		step()
+		if len(records(t, s)) == 0 {
+			break
 		}
-		return nil
-	})
-	before := q.RecordOps()
-	for step := 0; step < 10; step++ {
-		c.Set(c.Now().Add(time.Second))
-		time.Sleep(60 * time.Millisecond)
 	}
-	if n := q.RecordOps() - before; n != 0 {
-		t.Errorf("%d record writes for idle tenants, want none", n)
+	// Then nothing is written for them, however long they stay idle.
+	before, ops := writes.Load(), q.RecordOps()
+	for i := 0; i < 6; i++ {
+		step()
+	}
+	if n := writes.Load() - before; n != 0 || q.RecordOps() != ops {
+		t.Errorf("%d record writes and deletes (RecordOps +%d) for idle tenants over %v, want none",
+			n, q.RecordOps()-ops, 3*ttl)
 	}
 }
 

@@ -266,8 +266,9 @@ func BenchmarkAdmit(b *testing.B) {
 	l := &limits{m: map[string]limiter.Limit{"acme": {Monthly: 1 << 40}}}
 	q := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Limits: l.get, MaxLease: 1000, ReplicaID: "b"})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = q.Run(ctx) }()
+	done := make(chan struct{})
+	go func() { _ = q.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
 	q.Admit("acme", 1)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -67,7 +67,7 @@ func TestPipelinedUpstream(t *testing.T) {
 func TestPipelinedUpstreamTimeout(t *testing.T) {
 	be := startBackend(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/slow" {
-			time.Sleep(time.Second)
+			time.Sleep(time.Second) // an upstream that stops answering: what is tested
 		}
 		ctx.SetBodyString("ok")
 	})
@@ -84,8 +84,8 @@ func TestPipelinedUpstreamTimeout(t *testing.T) {
 	if el := time.Since(start); el > 900*time.Millisecond {
 		t.Errorf("504 after %v, want about the 200ms read_timeout", el)
 	}
-	// The connection was replaced: the next request is served.
-	time.Sleep(time.Second)
+	// The connection was replaced: the next request is served at once,
+	// while the upstream still holds the slow one on the old connection.
 	if resp := h.do(t, "GET", "/p/fast", map[string]string{"X-API-Key": goodKey}); resp.StatusCode() != 200 {
 		t.Errorf("after the timeout: %d", resp.StatusCode())
 	}
@@ -126,8 +126,8 @@ func TestPipelinedUpstreamClosesConnections(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		// Long enough for the upstream to close both idle connections.
-		time.Sleep(300 * time.Millisecond)
+		// The upstream closes both idle connections.
+		idleClosed(t, be)
 	}
 }
 
@@ -220,8 +220,20 @@ func TestPooledUpstreamClosedWhileIdle(t *testing.T) {
 		if el := time.Since(start); el > 2*time.Second {
 			t.Errorf("request %d took %v", i, el)
 		}
-		time.Sleep(500 * time.Millisecond)
+		idleClosed(t, be)
 	}
+}
+
+// idleClosed waits until be has closed every connection, as an upstream
+// does with idle ones after its idle timeout.
+func idleClosed(t *testing.T, be *fasthttp.Server) {
+	t.Helper()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := be.GetOpenConnectionsCount(); n > 0 {
+			return fmt.Errorf("upstream holds %d connections", n)
+		}
+		return nil
+	})
 }
 
 // serve runs a backend server on a loopback port for the test's duration.

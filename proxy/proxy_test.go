@@ -129,7 +129,7 @@ func start(t testing.TB, mutate func(c *config.Config), o proxy.Options) *harnes
 	be := startBackend(t, func(ctx *fasthttp.RequestCtx) {
 		switch path := string(ctx.Path()); {
 		case strings.HasSuffix(path, "/slow"):
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond) // past the upstream's 100ms read_timeout: what /slow tests
 		case strings.HasSuffix(path, "/big"):
 			ctx.SetBodyStream(io.LimitReader(zeros{}, 50<<20), -1)
 			return
@@ -527,7 +527,7 @@ func TestClientPipelining(t *testing.T) {
 		if _, err := io.WriteString(conn, get("/api/3")); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // the pause itself is what is tested
 		if _, err := io.WriteString(conn, get("/nowhere")); err != nil {
 			t.Fatal(err)
 		}

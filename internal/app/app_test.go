@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/internal/app"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/echo"
+	"github.com/tollgate/tollgate/internal/store/storetest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -45,6 +46,7 @@ func startApp(t testing.TB, dir string, mutate func(*config.Config)) *running {
 			echo.Handler(ctx)
 			return
 		case "/slow":
+			// A slow upstream is what the tests of /slow are about.
 			time.Sleep(50 * time.Millisecond)
 		}
 		ctx.SetContentType("application/json")
@@ -298,7 +300,14 @@ func TestReloadUnderLoad(t *testing.T) {
 		} else {
 			reloads++
 		}
-		time.Sleep(20 * time.Millisecond)
+		// Requests run under each config before the next reload.
+		done := ok.Load() + failed.Load()
+		storetest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+			if n := ok.Load() + failed.Load() - done; n < 16 {
+				return fmt.Errorf("%d requests since reload %d", n, i)
+			}
+			return nil
+		})
 	}
 	close(stop)
 	wg.Wait()

@@ -23,50 +23,6 @@ func TestDuplicateWindowDefaultsAgree(t *testing.T) {
 	}
 }
 
-func TestLedgerAddIsExactUnderConcurrency(t *testing.T) {
-	s := storetest.Open(t)
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	const workers, each = 8, 50
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				if _, _, err := s.Ledger.Add(ctx, "acme", "2026-11", 3, fmt.Sprintf("w%d.%d", w, i)); err != nil {
-					t.Errorf("add: %v", err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	got, err := s.Ledger.Total(ctx, "acme", "2026-11")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := int64(workers * each * 3); got != want {
-		t.Errorf("total = %d, want %d", got, want)
-	}
-}
-
-func TestLedgerDuplicateIsNotAppliedTwice(t *testing.T) {
-	s := storetest.Open(t)
-	ctx := context.Background()
-	total, dup, err := s.Ledger.Add(ctx, "acme", "2026-11", 10, "same")
-	if err != nil || dup || total != 10 {
-		t.Fatalf("first add = %d, %v, %v; want 10, false, nil", total, dup, err)
-	}
-	total, dup, err = s.Ledger.Add(ctx, "acme", "2026-11", 10, "same")
-	if err != nil || !dup || total != 10 {
-		t.Fatalf("re-sent add = %d, %v, %v; want 10, true, nil", total, dup, err)
-	}
-	total, _, err = s.Ledger.Add(ctx, "acme", "2026-11", -4, "refund")
-	if err != nil || total != 6 {
-		t.Fatalf("refund = %d, %v; want 6", total, err)
-	}
-}
-
 func TestLedgerCountersAreIndependentAndSurviveManySubjects(t *testing.T) {
 	// NATS-NOTES: global stream limits silently reset counters. With one
 	// message per subject and no global limit, writing many other
