@@ -113,12 +113,19 @@ func (q *Quotas) Admit(tenant string, cost int64) Decision {
 	if left := st.avail.Add(-cost); left >= 0 {
 		// Never spend past the bound recorded in our lease record (read
 		// granted before it changes only upward while avail is raised).
-		spent, bound := st.granted.Load()-left, st.spentMax.Load()
+		g := st.granted.Load()
+		spent, bound := g-left, st.spentMax.Load()
 		if spent > bound {
 			st.avail.Add(cost)
 			return q.slow(st, cost, now)
 		}
-		if (left <= st.lowWater() || spent >= bound-st.step()/4) && st.queued.CompareAndSwap(false, true) {
+		// Refill the lease, or raise the bound, in the background while
+		// what is left of either still lasts FailoverHorizon: then no
+		// request waits for the cluster, not even through a leader
+		// election (issue 14). A bound that is already the whole of what
+		// is held can only move with the next lease, which the low-water
+		// mark asks for.
+		if (left <= st.lowWater() || bound < g && spent >= bound-st.margin()) && st.queued.CompareAndSwap(false, true) {
 			select {
 			case q.refill <- st:
 			default:
@@ -134,9 +141,16 @@ func (q *Quotas) Admit(tenant string, cost int64) Decision {
 	return q.slow(st, cost, now)
 }
 
-// lowWater is the level at which a background refill starts: a quarter of
-// the current lease, so that a steady tenant never waits for the ledger.
-func (st *tenantState) lowWater() int64 { return max(st.leaseHint.Load()/4, 0) }
+// lowWater is the level at which a background refill starts: what the
+// tenant spends in FailoverHorizon, up to half a lease, or a quarter of
+// the lease if that is more, so that a steady tenant never waits for the
+// ledger, even while the cluster elects a leader and a reservation lost
+// with the old one times out (Timeout) and is sent again. A replica thus
+// holds at most a lease and a half.
+func (st *tenantState) lowWater() int64 {
+	h := st.leaseHint.Load()
+	return max(h/4, min(st.cover.Load(), h/2), 0)
+}
 
 func (q *Quotas) decide(st *tenantState, now time.Time, ok bool, err error) Decision {
 	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0), PeriodEnd: st.periodEnd.Load()}
@@ -216,10 +230,7 @@ func (q *Quotas) unavailable(st *tenantState, cost int64, now time.Time) Decisio
 // settleOpen sends what the open policy admitted during an outage to the
 // ledger, once it is reachable again, and resets the allowance.
 func (q *Quotas) settleOpen() {
-	q.tenants.Range(func(_ string, st *tenantState) bool {
-		if st.openUsed.Load() == 0 {
-			return true
-		}
+	for _, st := range q.tenantsWhere(func(st *tenantState) bool { return st.openUsed.Load() != 0 }) {
 		st.mu.Lock()
 		if owed := st.openOwed.Swap(0); owed > 0 {
 			q.enqueue(&ledgerOp{tenant: st.id, period: st.period.Key, id: q.msgID(), delta: owed,
@@ -230,6 +241,5 @@ func (q *Quotas) settleOpen() {
 		}
 		st.openUsed.Store(0)
 		st.mu.Unlock()
-		return true
-	})
+	}
 }

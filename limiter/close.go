@@ -71,15 +71,16 @@ func (q *Quotas) Close(ctx context.Context) error {
 	flushed := make(chan bool, 1)
 	go func() { flushed <- q.flushUntil(ctx) }()
 
+	// Not under tenants.Range: st.mu may be held by a refill waiting on
+	// NATS (see tenantsWhere).
 	var sts []*tenantState
-	q.tenants.Range(func(_ string, st *tenantState) bool {
+	for _, st := range q.tenantsWhere(nil) {
 		st.mu.Lock()
 		if st.avail.Load() > 0 || st.rev != 0 {
 			sts = append(sts, st)
 		}
 		st.mu.Unlock()
-		return true
-	})
+	}
 	t := closeTally{sem: make(chan struct{}, closeWorkers)}
 	bl, _ := q.o.Ledger.(BatchLedger)
 	bb, _ := q.o.Leases.(BatchLeaseBook)

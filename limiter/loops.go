@@ -126,19 +126,34 @@ func (q *Quotas) pendingLoop(ctx context.Context) {
 // all leases when all is set.
 func (q *Quotas) returnIdle(all bool) {
 	idleBefore := q.o.Now().Add(-q.o.LeaseIdle).Unix()
-	q.tenants.Range(func(_ string, st *tenantState) bool {
+	for _, st := range q.tenantsWhere(func(st *tenantState) bool {
+		return (all || st.lastUse.Load() <= idleBefore) && st.avail.Load() > 0
+	}) {
 		if q.closing.Load() {
-			return false
-		}
-		if !all && st.lastUse.Load() > idleBefore {
-			return true
-		}
-		if st.avail.Load() <= 0 {
-			return true
+			return
 		}
 		st.mu.Lock()
 		q.giveBackLocked(st, all)
 		st.mu.Unlock()
+	}
+}
+
+// tenantsWhere returns the tenants for which keep, which may read only
+// atomics, says yes (all of them when keep is nil). Work that may wait
+// on NATS, or on a tenant's lock (which a refill holds while it waits on
+// NATS), runs over this list, never inside tenants.Range: Range holds a
+// shard's read lock while it calls back, and a tenant's first request
+// waiting there for the write lock (GetOrCreate) blocks every later
+// reader of the shard, the requests of a 64th of all tenants, until the
+// callback is done: for a heartbeat's record write lost with its leader,
+// Timeout.
+func (q *Quotas) tenantsWhere(keep func(st *tenantState) bool) []*tenantState {
+	var out []*tenantState
+	q.tenants.Range(func(_ string, st *tenantState) bool {
+		if keep == nil || keep(st) {
+			out = append(out, st)
+		}
 		return true
 	})
+	return out
 }

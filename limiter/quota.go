@@ -110,6 +110,24 @@ type QuotaOptions struct {
 	LeaseHorizon time.Duration
 	// Timeout bounds one ledger operation. Default 2s.
 	Timeout time.Duration
+	// FailoverHorizon is how long a replica must be able to go on
+	// admitting from what it holds while the cluster cannot answer: a
+	// leader election, and a write lost with the leader that goes away,
+	// which the writer notices only after Timeout. Background refills of
+	// the lease, and raises of the spending bound recorded in the lease
+	// record, start once what is left of either would last less than this
+	// at the tenant's rate, so that they are done, or retried, before a
+	// request needs them. What is left is at most half a lease for the
+	// lease (a replica holds at most a lease and a half) and three
+	// quarters of the bound's step for the bound, which still runs one
+	// step ahead: a crash strands no more than before, but a busy tenant
+	// raises its bound up to three times as often. A lease shorter than
+	// this (max_lease, a thousandth of the limit, the last tokens of a
+	// month) may still run dry during a failover. Default Timeout + 1s,
+	// which covers a leader that steps down (a node stopped or
+	// restarted); a crashed leader is replaced only after Raft's election
+	// timeout, 4-9 s in nats-server.
+	FailoverHorizon time.Duration
 	// ReplicaID prefixes message ids; it must be unique per process.
 	ReplicaID string
 	// Available reports whether the ledger is reachable. Default: always.
@@ -121,7 +139,8 @@ type QuotaOptions struct {
 	// the lease; a tenant's first lease of the period, at most 10 tokens,
 	// has no record), plus the next lease if it comes between that
 	// lease's reservation and the record write that follows it. Without
-	// it a crash strands up to a lease and a quarter per tenant.
+	// it a crash strands what the replica holds: up to a lease and a half
+	// per tenant (see lowWater).
 	Leases LeaseBook
 	// LeaseTTL is how long a lease record lives without being refreshed.
 	// Default 30s.
@@ -183,6 +202,7 @@ type tenantState struct {
 	lastUse   atomic.Int64 // unix seconds
 	queued    atomic.Bool  // a background refill is queued
 	leaseHint atomic.Int64 // size of the last lease, for the low-water mark
+	cover     atomic.Int64 // tokens the tenant spends in FailoverHorizon at its last rate, at most a lease
 	refunding atomic.Int64 // tokens of the current period queued for refund
 	granted   atomic.Int64 // tokens this replica holds from the ledger in the period (spent = granted - avail)
 	spentMax  atomic.Int64 // W: the most tokens this replica may spend, as recorded in its lease record
@@ -222,6 +242,9 @@ func NewQuotas(o QuotaOptions) *Quotas {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Second
+	}
+	if o.FailoverHorizon <= 0 {
+		o.FailoverHorizon = o.Timeout + time.Second
 	}
 	if o.Available == nil {
 		o.Available = func() bool { return true }

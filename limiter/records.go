@@ -17,12 +17,35 @@ import (
 
 // step is how far the recorded spending bound moves ahead of spending: half
 // a lease, or the whole lease up to minStep tokens, so that a crash
-// strands at most that many tokens. The bound is raised when spending
-// comes within a quarter step of it, so a steady tenant costs about three
-// record writes per lease (two for a small one), off the request path.
+// strands at most that many tokens. The bound is raised, off the request
+// path, when spending comes within margin of it: for a slow tenant a
+// quarter step, so about three record writes per lease (two for a small
+// one); for a busy one up to four per step.
 func (st *tenantState) step() int64 {
 	h := st.leaseHint.Load()
 	return max(h/2, min(h, minStep), 1)
+}
+
+// margin is how close spending may come to the recorded bound before a
+// background write raises it: what the tenant spends in FailoverHorizon,
+// up to three quarters of a step, or a quarter step if that is more. The
+// raise must be written before spending reaches the bound, or requests
+// wait for it; through a leader election that takes the election plus,
+// for a write on its way to the old leader (or queued in the store behind
+// one), Timeout before it is sent again. Three quarters of a step leave
+// the bound where it was (a step ahead) and every raise a quarter step.
+//
+// Issue 14's stall: the margin was a quarter step alone, 125 tokens of a
+// lease of 1,000, about a second of traffic at 100-250 requests/s. When
+// the ledger's leader stopped, a write of the replica's was on its way to
+// it and timed out after 2 s, and the store sent the replica's later
+// writes to that stream after it: a raise (or refill) waited that long
+// while holding st.mu, spending reached the bound, and every request then
+// waited in slow for st.mu and a record write of its own: up to 0.5-1.3 s
+// in TestLeaderFailoverKeepsAdmitting.
+func (st *tenantState) margin() int64 {
+	s := st.step()
+	return max(s/4, min(st.cover.Load(), s*3/4))
 }
 
 // minStep: the spending bound runs at least this many tokens ahead (or a
@@ -157,9 +180,9 @@ func (q *Quotas) heartbeat() {
 		return
 	}
 	soon := q.o.Now().Add(q.o.LeaseTTL / 2)
-	q.tenants.Range(func(_ string, st *tenantState) bool {
+	for _, st := range q.tenantsWhere(nil) {
 		if q.closing.Load() {
-			return false
+			return
 		}
 		st.mu.Lock()
 		switch {
@@ -177,6 +200,5 @@ func (q *Quotas) heartbeat() {
 				Expires: q.o.Now().Add(q.o.LeaseTTL)})
 		}
 		st.mu.Unlock()
-		return true
-	})
+	}
 }

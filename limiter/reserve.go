@@ -28,6 +28,9 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 		el := max(now.Sub(st.leaseAt), time.Millisecond)
 		rate := float64(st.leaseUsed) / el.Seconds()
 		st.lease = int64(min(max(rate*q.o.LeaseHorizon.Seconds(), 1), float64(q.leaseCap(limit)), float64(max(st.lease, 1)*leaseGrowth)))
+		// What must stay ahead of spending, in the lease and under the
+		// recorded bound, to ride out a failover (lowWater, margin).
+		st.cover.Store(int64(min(rate*q.o.FailoverHorizon.Seconds(), float64(st.lease))))
 	}
 	size := max(q.nextLease(st), need)
 	if limit != math.MaxInt64 {
