@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,13 +40,20 @@ func TestLeaderFailoverKeepsAdmitting(t *testing.T) {
 		t.Skip("starts a 3-node cluster and runs traffic for 15 s")
 	}
 	const (
-		replicas        = 3
-		limit           = 20000
-		traffic         = 15 * time.Second
-		downFor         = 3 * time.Second
-		failoverMaxWait = 100 * time.Millisecond
-		tenant          = "acme"
+		replicas = 3
+		limit    = 20000
+		traffic  = 15 * time.Second
+		downFor  = 3 * time.Second
+		tenant   = "acme"
 	)
+	// The target is 100 ms; it is asserted when
+	// TOLLGATE_STRICT_TIMING=1 (a quiet machine). By default the bound is
+	// 500 ms, which the stall this test was written for (0.86-1.09 s)
+	// still fails, with room for a busy CI machine under -race.
+	failoverMaxWait := 500 * time.Millisecond
+	if os.Getenv("TOLLGATE_STRICT_TIMING") == "1" {
+		failoverMaxWait = 100 * time.Millisecond
+	}
 	// Different rates, so that the replicas' refills are at different
 	// points of their leases when a node stops: 100, 125 and 143
 	// requests/s. The tenant's leases are at most 1,000 tokens (a
