@@ -203,6 +203,15 @@ func TestOwnedHeadersEveryCopy(t *testing.T) {
 			once:   []string{"X-Tollgate-Tenant: acme", "Content-Length: 5"},
 			absent: []string{"evil", "X-Evil", "Trailer", "chunked"},
 		},
+		{
+			// More names, and longer ones, than any fixed buffer: not one
+			// reaches the upstream, in the trailer or moved into the head.
+			name: "many trailers",
+			req: "POST /raw/x HTTP/1.1\r\nHost: a\r\nX-API-Key: " + goodKey + "\r\nTransfer-Encoding: chunked\r\n\r\n" +
+				"5\r\nhello\r\n0\r\n" + manyTrailers() + "\r\n",
+			once:   []string{"X-Tollgate-Tenant: acme", "Content-Length: 5"},
+			absent: []string{"X-Smuggled", "evil"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -520,4 +529,14 @@ func TestAccessLogOfCutDownload(t *testing.T) {
 	if strings.Contains(out.String(), `"path":"/open/x","status":200,"complete":false`) {
 		t.Errorf("a whole answer logged as incomplete:\n%s", out.String())
 	}
+}
+
+// manyTrailers is a trailer section of 20 fields, one with a 100-byte name.
+func manyTrailers() string {
+	var b strings.Builder
+	for i := 0; i < 19; i++ {
+		fmt.Fprintf(&b, "X-Smuggled-%d: evil\r\n", i)
+	}
+	fmt.Fprintf(&b, "X-Smuggled-%s: evil\r\n", strings.Repeat("l", 89))
+	return b.String()
 }

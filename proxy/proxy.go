@@ -582,18 +582,12 @@ func dropTrailers(h *fasthttp.RequestHeader) {
 	if len(keys) == 0 {
 		return
 	}
-	var names [16][64]byte
-	var lens [16]int
-	n := 0
+	// Every value of every trailer name goes first (DelBytes copies the
+	// name it is given and leaves the set of names alone); forgetting the
+	// names then moves nothing into the head, where fasthttp would put
+	// the values of any name still there.
 	for _, k := range keys {
-		if n == len(names) || len(k) > len(names[n]) {
-			break
-		}
-		lens[n] = copy(names[n][:], k)
-		n++
-	}
-	for i := 0; i < n; i++ {
-		h.DelBytes(names[i][:lens[i]])
+		h.DelBytes(k)
 	}
 	h.DelBytes(hTrailer)
 }
