@@ -258,7 +258,10 @@ func absoluteForm(target []byte) (authority, rest []byte, ok bool) {
 // address (letters, digits, '-', '.', '_', '~') or a bracketed IPv6
 // literal, and port is digits (RFC 9110 §7.2, RFC 3986 §3.2.2). Anything
 // else (userinfo, a path, spaces, percent-encoding) is refused: routing
-// compares hosts byte by byte.
+// compares hosts byte by byte. So is an empty label ("a..b", ".a",
+// "a..", but not the one final dot of a fully qualified name, which
+// canonicalize drops): one dot fewer or more is the same name to some
+// resolvers and backends and another to tollgate's routes.
 func validHost(h []byte) bool {
 	if len(h) == 0 || len(h) > 255 {
 		return false
@@ -280,7 +283,7 @@ func validHost(h []byte) bool {
 	if i >= 0 {
 		name, port = h[:i], h[i:]
 	}
-	if len(name) == 0 {
+	if len(name) == 0 || name[0] == '.' || bytes.Contains(name, []byte("..")) {
 		return false
 	}
 	for _, c := range name {

@@ -73,6 +73,7 @@ func TestValidHost(t *testing.T) {
 		"a": true, "example.com": true, "example.com:8080": true, "127.0.0.1:1": true, "[::1]": true, "[::1]:80": true,
 		"": false, ":80": false, "a:": false, "a:123456": false, "a:8o": false, "u@a": false, "a/b": false, "a b": false,
 		"[::1": false, "[]": false, "[g::1]": false, "a%20b": false, "a,b": false,
+		"a.b.": true, "a.b.:80": true, "a..b": false, ".a": false, "a..": false, "a..:80": false, ".": false,
 	} {
 		if got := validHost([]byte(h)); got != want {
 			t.Errorf("validHost(%q) = %v, want %v", h, got, want)
