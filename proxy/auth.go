@@ -106,13 +106,17 @@ func (t *table) presented(h *fasthttp.RequestHeader, kinds access.Kinds) (access
 
 // stripCredentials removes every credential the route's kinds read, so
 // none reaches the upstream: the API key headers, and an Authorization
-// field of a scheme tollgate reads (the API key scheme, Basic, Bearer).
-// An Authorization of another scheme is the backend's and is kept.
-func (t *table) stripCredentials(h *fasthttp.RequestHeader, kinds access.Kinds) {
+// field of a scheme tollgate reads (the API key scheme, Basic, Bearer);
+// authz says the client sent an Authorization at all. An Authorization of
+// another scheme is the backend's and is kept.
+func (t *table) stripCredentials(h *fasthttp.RequestHeader, kinds access.Kinds, authz bool) {
 	if kinds.Has(access.KindAPIKey) {
 		for _, name := range t.apiKeyHdr {
 			h.DelBytes(name)
 		}
+	}
+	if !authz {
+		return
 	}
 	for _, v := range h.PeekAll(HeaderAuthorization) {
 		if kinds.Has(access.KindAPIKey) && t.authzSch != nil && ParseAuthorization(v, t.authzSch) != nil ||

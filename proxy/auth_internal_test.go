@@ -76,7 +76,7 @@ func TestStripCredentials(t *testing.T) {
 		{"basic kept on a key route", header("X-API-Key: k", "Authorization: Basic dTpw"), key, "Basic dTpw"},
 	}
 	for _, tt := range tests {
-		tab.stripCredentials(tt.h, tt.kinds)
+		tab.stripCredentials(tt.h, tt.kinds, true)
 		if got := string(tt.h.Peek("Authorization")); got != tt.kept {
 			t.Errorf("%s: Authorization %q, want %q", tt.name, got, tt.kept)
 		}

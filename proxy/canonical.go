@@ -23,15 +23,17 @@ import (
 //   - the path: origin-form, with percent-encoded unreserved characters
 //     decoded (RFC 3986 §6.2.2.2) and nothing else changed; a path that
 //     other software could read as a different path is refused with 400
-//     (see ambiguousPath) rather than rewritten, so the path a route
+//     (see canonicalPath) rather than rewritten, so the path a route
 //     matched is byte for byte the path the upstream receives;
 //   - the hop-by-hop headers, and those the Connection header names, are
-//     removed here, before tollgate sets any header of its own.
+//     removed here, before tollgate sets any header of its own; the same
+//     pass over the raw head records which headers tollgate owns are
+//     present (rs.owned), so that the forwarding rules delete only those.
 //
 // On failure it has answered and returns false. While expecting (deciding
 // on "Expect: 100-continue", before Handler runs) it decides but leaves
 // the hop-by-hop headers for Handler's own pass.
-func (p *Proxy) canonicalize(ctx *fasthttp.RequestCtx, rs *reqState, expecting bool) bool {
+func (p *Proxy) canonicalize(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting bool) bool {
 	req := &ctx.Request
 	h := &req.Header
 	proto := h.Protocol()
@@ -48,11 +50,13 @@ func (p *Proxy) canonicalize(ctx *fasthttp.RequestCtx, rs *reqState, expecting b
 		p.fail(ctx, rs, 405, problems.CodeMethodNotAllowed, "method", "CONNECT is not served")
 		return false
 	}
-	if field, msg := checkHead(h); msg != "" {
+	owned, field, msg := t.checkHead(h)
+	if msg != "" {
 		ctx.SetConnectionClose()
 		p.fail(ctx, rs, 400, problems.CodeInvalidFraming, field, msg)
 		return false
 	}
+	rs.owned = owned
 
 	// The target and the host.
 	target := h.RequestURI()
@@ -125,7 +129,9 @@ func (p *Proxy) canonicalize(ctx *fasthttp.RequestCtx, rs *reqState, expecting b
 	// A client's wish to close is kept for the client connection and
 	// dropped from what goes upstream: upstream connections are ours.
 	rs.clientClose = h.ConnectionClose()
-	removeHopHeaders(h)
+	if owned&ownHop != 0 {
+		removeHops(h)
+	}
 	h.ResetConnectionClose()
 	if rs.http10 {
 		// Upstream gets HTTP/1.1 whatever the client spoke; finish puts
@@ -140,13 +146,33 @@ var (
 	strHTTP10 = []byte("HTTP/1.0")
 )
 
-// checkHead reads the raw header lines for what fasthttp's parser
+// owned says which of the request headers tollgate removes or replaces
+// are present, as checkHead found them in the raw head. A bit that is set
+// may be stale (Connection may have named the header away); a bit that is
+// clear is not: the header is absent, and deleting it is skipped.
+type owned uint16
+
+// Headers checkHead records.
+const (
+	ownHop           owned = 1 << iota // a hop-by-hop header (hopHeaders)
+	ownReqID                           // headers.request_id
+	ownTenant                          // headers.tenant
+	ownCred                            // headers.credential
+	ownAuth                            // headers.auth
+	ownAuthorization                   // Authorization
+	ownForwarded                       // Forwarded or an X-Forwarded-For, -Proto or -Host
+	ownExpect                          // Expect
+)
+
+// checkHead reads the raw header lines, once, for what fasthttp's parser
 // tolerates: a header name that is not a token, a Transfer-Encoding other
 // than a single "chunked" (fasthttp takes "identity" as no body, and the
 // body then reads as the next request), Content-Length beside
 // Transfer-Encoding, and a Connection header that names a field needed
-// for framing or routing. It returns the field at fault and a message.
-func checkHead(h *fasthttp.RequestHeader) (string, string) {
+// for framing or routing. It returns the owned headers present, and the
+// field at fault and a message when the head is refused.
+func (t *table) checkHead(h *fasthttp.RequestHeader) (owned, string, string) {
+	var o owned
 	raw := h.RawHeaders()
 	te, cl := false, false
 	for len(raw) > 0 {
@@ -163,48 +189,78 @@ func checkHead(h *fasthttp.RequestHeader) (string, string) {
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return "", "obsolete line folding is not accepted"
+			return 0, "", "obsolete line folding is not accepted"
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return "", "a header line has no field name"
+			return 0, "", "a header line has no field name"
 		}
 		name := line[:colon]
 		for _, c := range name {
 			if !isTchar(c) {
-				return b2s(name), "a header name contains a character that is not allowed"
+				return 0, b2s(name), "a header name contains a character that is not allowed"
 			}
 		}
 		value := bytes.TrimSpace(line[colon+1:])
 		switch {
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			if te || !bytes.EqualFold(value, []byte("chunked")) {
-				return "Transfer-Encoding", `only "Transfer-Encoding: chunked" is accepted`
+		case eqName(name, hTransferEncoding):
+			if te || !bytes.EqualFold(value, vChunked) {
+				return 0, "Transfer-Encoding", `only "Transfer-Encoding: chunked" is accepted`
 			}
 			te = true
-		case bytes.EqualFold(name, []byte("Content-Length")):
+		case eqName(name, hContentLength):
 			cl = true
-		case bytes.EqualFold(name, hConnection):
+		case eqName(name, hConnection):
+			o |= ownHop
 			for v := value; len(v) > 0; {
 				var tok []byte
-				if i := bytes.IndexByte(v, ','); i >= 0 {
-					tok, v = v[:i], v[i+1:]
-				} else {
-					tok, v = v, nil
-				}
-				tok = bytes.TrimSpace(tok)
-				if bytes.EqualFold(tok, []byte("Content-Length")) || bytes.EqualFold(tok, []byte("Transfer-Encoding")) ||
-					bytes.EqualFold(tok, []byte("Host")) {
-					return "Connection", "the Connection header may not name " + string(tok)
+				tok, v = nextToken(v)
+				if eqName(tok, hContentLength) || eqName(tok, hTransferEncoding) || eqName(tok, hHost) {
+					return 0, "Connection", "the Connection header may not name " + string(tok)
 				}
 			}
+		case isHopHeader(name):
+			o |= ownHop
+		case eqName(name, t.hReqID):
+			o |= ownReqID
+		case eqName(name, t.hTenant):
+			o |= ownTenant
+		case eqName(name, t.hCred):
+			o |= ownCred
+		case eqName(name, t.hAuth):
+			o |= ownAuth
+		case eqName(name, hAuthorization):
+			o |= ownAuthorization
+		case eqName(name, hXFF) || eqName(name, hXFProto) || eqName(name, hXFHost) || eqName(name, hForwarded):
+			o |= ownForwarded
+		case eqName(name, hExpect):
+			o |= ownExpect
 		}
 	}
 	if te && cl {
-		return "Content-Length", "a request may not carry both Content-Length and Transfer-Encoding"
+		return 0, "Content-Length", "a request may not carry both Content-Length and Transfer-Encoding"
 	}
-	return "", ""
+	return o, "", ""
 }
+
+// nextToken splits the first element off a comma-separated list, spaces
+// trimmed.
+func nextToken(v []byte) (tok, rest []byte) {
+	if i := bytes.IndexByte(v, ','); i >= 0 {
+		return bytes.TrimSpace(v[:i]), v[i+1:]
+	}
+	return bytes.TrimSpace(v), nil
+}
+
+// eqName compares header names case-insensitively.
+func eqName(a, b []byte) bool { return len(a) == len(b) && bytes.EqualFold(a, b) }
+
+var (
+	hTransferEncoding = []byte("Transfer-Encoding")
+	hContentLength    = []byte("Content-Length")
+	hHost             = []byte("Host")
+	vChunked          = []byte("chunked")
+)
 
 // isTchar reports whether c may appear in a token (RFC 9110 §5.6.2).
 func isTchar(c byte) bool {

@@ -18,10 +18,12 @@ func BenchmarkCanonicalHead(b *testing.B) {
 	if err := req.Read(bufio.NewReader(strings.NewReader(head))); err != nil {
 		b.Fatal(err)
 	}
+	tab := &table{hReqID: []byte("X-Request-Id"), hTenant: []byte("X-Tollgate-Tenant"),
+		hCred: []byte("X-Tollgate-Credential"), hAuth: []byte("X-Tollgate-Auth")}
 	b.ReportAllocs()
 	var buf [1024]byte
 	for b.Loop() {
-		if _, msg := checkHead(&req.Header); msg != "" {
+		if _, _, msg := tab.checkHead(&req.Header); msg != "" {
 			b.Fatal(msg)
 		}
 		if !validHost(req.Header.Host()) {

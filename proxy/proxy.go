@@ -213,6 +213,7 @@ type reqState struct {
 	upgradeBuf  [64]byte
 	pathN       int // after rewritePath, the client's path is pathBuf[:pathN]
 	pathBuf     [512]byte
+	owned       owned       // the owned headers the client sent (checkHead)
 	unparsed    bool        // fasthttp could not parse the request
 	incomplete  bool        // the answer's streamed body was not sent whole
 	body        *clientBody // the streamed request body, when forwarded as a stream
@@ -236,14 +237,13 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if rs.route == nil { // self-service, answered
 		return
 	}
+	// Bodies up to bufferedBody are read whole before anything is counted
+	// or sent: a malformed or cut-off one is the client's error (400 or
+	// 408) and costs neither quota nor an upstream connection.
+	if rs.hasBody && !p.bufferBody(ctx, &rs) {
+		return
+	}
 	if rs.route.auth != 0 {
-		// Bodies up to bufferedBody are read whole before anything is
-		// counted or sent: a malformed or cut-off one is the client's
-		// error (400 or 408) and costs neither quota nor an upstream
-		// connection.
-		if rs.hasBody && !p.bufferBody(ctx, &rs) {
-			return
-		}
 		rs.dec = p.o.Admit(rs.id, rs.route.cost)
 		rs.hasDec = true
 		if !rs.dec.Allowed {
@@ -266,8 +266,6 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			}
 			return
 		}
-	} else if rs.hasBody && !p.bufferBody(ctx, &rs) {
-		return
 	}
 	if rs.upgradeN > 0 {
 		p.upgrade(ctx, t, &rs)
@@ -282,7 +280,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 // has answered; rs.route is nil when a self-service path answered.
 func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting bool) bool {
 	p.requestID(ctx, t, rs)
-	if !p.canonicalize(ctx, rs, expecting) {
+	if !p.canonicalize(ctx, t, rs, expecting) {
 		return false
 	}
 	if p.o.SelfService != nil {
@@ -484,23 +482,33 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, rs *reqState, err error
 func (p *Proxy) prepare(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	req := &ctx.Request
 	up := rs.route.upstream
-	req.Header.DelBytes(t.hReqID)
+	if rs.owned&ownReqID != 0 {
+		req.Header.DelBytes(t.hReqID)
+	}
 	req.Header.SetCanonical(t.hReqID, rs.reqID[:rs.reqIDn])
 	// Identity headers are ours alone: drop whatever the client sent, then
 	// set the verified values. Credentials are not forwarded.
-	req.Header.DelBytes(t.hTenant)
-	req.Header.DelBytes(t.hCred)
-	req.Header.DelBytes(t.hAuth)
+	if rs.owned&ownTenant != 0 {
+		req.Header.DelBytes(t.hTenant)
+	}
+	if rs.owned&ownCred != 0 {
+		req.Header.DelBytes(t.hCred)
+	}
+	if rs.owned&ownAuth != 0 {
+		req.Header.DelBytes(t.hAuth)
+	}
 	if rs.route.auth != 0 {
-		t.stripCredentials(&req.Header, rs.route.auth)
+		t.stripCredentials(&req.Header, rs.route.auth, rs.owned&ownAuthorization != 0)
 		req.Header.SetCanonical(t.hTenant, s2b(rs.id.Tenant))
 		req.Header.SetCanonical(t.hCred, s2b(rs.id.Credential))
 		req.Header.SetCanonical(t.hAuth, s2b(rs.id.Kind.String()))
 	}
-	p.setForwarded(ctx, t)
+	p.setForwarded(ctx, t, rs.owned&ownForwarded != 0)
 	// We answered any Expect: 100-continue ourselves (fasthttp does, as it
 	// reads the body); the upstream gets the body without waiting.
-	req.Header.DelBytes(hExpect)
+	if rs.owned&ownExpect != 0 {
+		req.Header.DelBytes(hExpect)
+	}
 	if rs.route.stripPrefix || len(up.path) > 0 {
 		rewritePath(req, rs)
 	}
@@ -652,17 +660,19 @@ func removeHopHeaders(h hopHeader) {
 			return
 		}
 	}
+	removeHops(h)
+}
+
+// removeHops is removeHopHeaders without its first look, for a request
+// whose raw head showed a hop-by-hop header (checkHead).
+func removeHops(h hopHeader) {
 	// Every Connection line, at any length, as httputil does. The values
 	// stay valid while headers are only deleted.
 	for _, c := range h.PeekAll(HeaderConnection) {
 		for len(c) > 0 {
 			var f []byte
-			if i := bytes.IndexByte(c, ','); i >= 0 {
-				f, c = c[:i], c[i+1:]
-			} else {
-				f, c = c, nil
-			}
-			if f = bytes.TrimSpace(f); len(f) > 0 && !isPlainConnection(f) {
+			f, c = nextToken(c)
+			if len(f) > 0 && !isPlainConnection(f) {
 				h.DelBytes(f)
 			}
 		}
@@ -723,7 +733,7 @@ func isPlainConnection(v []byte) bool {
 // the canonical host. A client's own values are kept and extended only when
 // the peer is a trusted proxy (every X-Forwarded-For copy, joined, and a
 // single -Proto or -Host); otherwise they, and Forwarded, are replaced.
-func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, t *table) {
+func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, t *table, sent bool) {
 	h := &ctx.Request.Header
 	var ipbuf [64]byte
 	ip := remoteAddr(ctx)
@@ -736,10 +746,12 @@ func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, t *table) {
 		}
 	}
 	if !trusted {
-		h.DelBytes(hForwarded)
-		h.DelBytes(hXFF)
-		h.DelBytes(hXFProto)
-		h.DelBytes(hXFHost)
+		if sent {
+			h.DelBytes(hForwarded)
+			h.DelBytes(hXFF)
+			h.DelBytes(hXFProto)
+			h.DelBytes(hXFHost)
+		}
 		h.SetCanonical(hXFF, ipb)
 		h.SetCanonical(hXFProto, scheme(ctx))
 		h.SetCanonical(hXFHost, h.Host())
