@@ -118,6 +118,7 @@ func TestImportRules(t *testing.T) {
 		module + "/internal/access":   {module},
 		module + "/proxy/wire":        {module},
 		module + "/internal/shardmap": {module},
+		module + "/internal/poll":     {module},
 		module + "/internal/tenants":  {module + "/proxy", module + "/internal/admin", module + "/internal/app"},
 	}
 	for _, p := range hot {

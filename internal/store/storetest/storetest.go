@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -54,22 +55,9 @@ func Connect(t testing.TB, s *store.Store) *store.Store {
 	return c
 }
 
-// CheckFor polls f until it returns nil or timeout passes, then fails the
-// test with f's last error (nats-server's checkFor).
-func CheckFor(t testing.TB, timeout, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(every)
-	}
-}
+// CheckFor is poll.CheckFor, kept here for the store's and limiter's
+// tests that already import storetest.
+var CheckFor = poll.CheckFor
 
 // Server is a standalone nats-server with JetStream on a fixed loopback
 // port, which a test can stop and start again (same port, same store) to
