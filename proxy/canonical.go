@@ -38,9 +38,7 @@ func (p *Proxy) canonicalize(ctx *fasthttp.RequestCtx, t *table, rs *reqState, e
 	h := &req.Header
 	proto := h.Protocol()
 	switch {
-	case string(proto) == "HTTP/1.1":
-	case string(proto) == "HTTP/1.0":
-		rs.http10 = true
+	case string(proto) == "HTTP/1.1", string(proto) == "HTTP/1.0":
 	default:
 		ctx.SetConnectionClose()
 		p.fail(ctx, rs, 505, problems.CodeVersionNotSupported, "", "")
@@ -126,25 +124,21 @@ func (p *Proxy) canonicalize(ctx *fasthttp.RequestCtx, t *table, rs *reqState, e
 	if expecting {
 		return true
 	}
-	// A client's wish to close is kept for the client connection and
-	// dropped from what goes upstream: upstream connections are ours.
-	rs.clientClose = h.ConnectionClose()
 	if owned&ownHop != 0 {
 		removeHops(h)
 	}
+	// Upstream connections are ours: the upstream gets HTTP/1.1 and no
+	// "Connection: close", whatever the client spoke. fasthttp took the
+	// client's version and wish to close before calling the handler, and
+	// frames the answer and treats the client connection by them.
 	h.ResetConnectionClose()
-	if rs.http10 {
-		// Upstream gets HTTP/1.1 whatever the client spoke; finish puts
-		// the client's version back so the answer is framed for it.
+	if !h.IsHTTP11() {
 		h.SetProtocolBytes(strHTTP11)
 	}
 	return true
 }
 
-var (
-	strHTTP11 = []byte("HTTP/1.1")
-	strHTTP10 = []byte("HTTP/1.0")
-)
+var strHTTP11 = []byte("HTTP/1.1")
 
 // owned says which of the request headers tollgate removes or replaces
 // are present, as checkHead found them in the raw head. A bit that is set

@@ -84,6 +84,7 @@ func TestCanonicalRequest(t *testing.T) {
 		{name: "HTTP/1.0 without Host", req: "GET /open/x HTTP/1.0\r\n\r\n", status: 400, code: problems.CodeInvalidHost, closeAft: true},
 		{name: "HTTP/1.1 without Host", req: "GET /open/x HTTP/1.1\r\n\r\n", status: 400, code: problems.CodeBadRequest},
 		{name: "HTTP/1.0 forwarded as 1.1", req: "GET /open/x HTTP/1.0\r\nHost: a\r\n\r\n", status: 200, target: "/open/x", host: "a", closeAft: true},
+		{name: "client's close kept, not forwarded", req: "GET /open/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", status: 200, target: "/open/x", host: "a", closeAft: true},
 		{name: "HTTP/2.0", req: "GET /open/x HTTP/2.0\r\nHost: a\r\n\r\n", status: 505, code: problems.CodeVersionNotSupported, closeAft: true},
 		{name: "HTTP/1.2", req: "GET /open/x HTTP/1.2\r\nHost: a\r\n\r\n", status: 505, code: problems.CodeVersionNotSupported, closeAft: true},
 		{name: "space in a header name", req: "GET /open/x HTTP/1.1\r\nHost: a\r\nX Tollgate-Tenant: evil\r\n\r\n", status: 400, code: problems.CodeInvalidFraming, closeAft: true},
@@ -129,8 +130,8 @@ func TestCanonicalRequest(t *testing.T) {
 				if got := string(last.Host()); got != tt.host {
 					t.Errorf("upstream Host %q, want %q", got, tt.host)
 				}
-				if got := string(last.Protocol()); got != "HTTP/1.1" {
-					t.Errorf("upstream protocol %q, want HTTP/1.1", got)
+				if got := string(last.Protocol()); got != "HTTP/1.1" || last.ConnectionClose() {
+					t.Errorf("upstream protocol %q, close %v; want HTTP/1.1 on a kept connection", got, last.ConnectionClose())
 				}
 			}
 			if tt.closeAft {

@@ -205,18 +205,16 @@ type reqState struct {
 
 	// The canonical request (canonicalize): host and path are what the
 	// route was matched on and what the upstream receives.
-	host, path  []byte
-	hasBody     bool
-	http10      bool // the client spoke HTTP/1.0; upstream gets HTTP/1.1
-	clientClose bool // the client asked to close its connection
-	upgradeN    int  // the Upgrade header's value is upgradeBuf[:upgradeN]
-	upgradeBuf  [64]byte
-	pathN       int // after rewritePath, the client's path is pathBuf[:pathN]
-	pathBuf     [512]byte
-	owned       owned       // the owned headers the client sent (checkHead)
-	unparsed    bool        // fasthttp could not parse the request
-	incomplete  bool        // the answer's streamed body was not sent whole
-	body        *clientBody // the streamed request body, when forwarded as a stream
+	host, path []byte
+	hasBody    bool
+	upgradeN   int // the Upgrade header's value is upgradeBuf[:upgradeN]
+	upgradeBuf [64]byte
+	pathN      int // after rewritePath, the client's path is pathBuf[:pathN]
+	pathBuf    [512]byte
+	owned      owned       // the owned headers the client sent (checkHead)
+	unparsed   bool        // fasthttp could not parse the request
+	incomplete bool        // the answer's streamed body was not sent whole
+	body       *clientBody // the streamed request body, when forwarded as a stream
 }
 
 // Handler serves one proxied request.
@@ -818,13 +816,6 @@ func rewritePath(req *fasthttp.Request, rs *reqState) {
 func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	if rs.dec.Acquired && rs.dec.Allowed {
 		p.o.Release(rs.id)
-	}
-	if rs.http10 {
-		// The answer is framed for the client's version.
-		ctx.Request.Header.SetProtocolBytes(strHTTP10)
-	}
-	if rs.clientClose {
-		ctx.SetConnectionClose()
 	}
 	if ctx.Response.ConnectionClose() && ctx.Response.StatusCode() >= 400 {
 		wire.LingerOnClose(ctx.Conn())
