@@ -420,6 +420,10 @@ func newSetup(js jetstream.JetStream, o Options) *setup {
 // errNoLeader: a stream exists but has no leader yet.
 var errNoLeader = errors.New("no stream leader elected yet")
 
+// errNotVisible: a stream that was just created or found is not yet known
+// to the server that answered (concurrent first starts on a cluster).
+var errNotVisible = fmt.Errorf("stream not yet visible: %w", errNoLeader)
+
 // transient reports whether err may go away by itself: the cluster is
 // still electing leaders or placing replicas, or another replica created
 // the same asset at the same time.
@@ -526,6 +530,9 @@ func (su *setup) ensure(ctx context.Context, name string, create func(context.Co
 			}
 			su.log.Info("nats: created", zap.String("stream", name), zap.Int("replicas", su.replicas))
 			s, err = su.js.Stream(ctx, name)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				return errNotVisible
+			}
 		}
 		if err != nil {
 			return err
@@ -561,6 +568,9 @@ func (su *setup) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (je
 	var kv jetstream.KeyValue
 	err := su.retry(ctx, cfg.Bucket, func(ctx context.Context) (err error) {
 		kv, err = su.js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return errNotVisible // ensure has just seen it
+		}
 		return err
 	})
 	return kv, err
