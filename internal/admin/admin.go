@@ -243,8 +243,12 @@ func decodeErr(err error) error {
 	}
 }
 
+// ctx bounds the store calls of a request: long enough for the record
+// helpers to ride out the election of a new leader of a bucket's stream
+// (each of their attempts is bounded by the operation timeout); the
+// request's context still ends them when the client goes away.
 func (a *API) ctx(r *http.Request) (context.Context, context.CancelFunc) {
-	return a.o.Store.Ctx(r.Context())
+	return a.o.Store.WriteCtx(r.Context())
 }
 
 func storeErr(err error) error { return tenants.StoreErr(err) }

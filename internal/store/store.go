@@ -5,6 +5,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,9 @@ const (
 // 30s before the window ends. A deployment that changes one must pass the
 // same value to both (limiter.QuotaOptions.DuplicateWindow).
 const DefaultDuplicateWindow = limiter.DuplicateWindow
+
+// defaultTimeout is the default of Options.Timeout.
+const defaultTimeout = 2 * time.Second
 
 // Sentinel errors.
 var (
@@ -77,8 +81,11 @@ type Options struct {
 
 // Store is an open connection with its buckets and ledger.
 type Store struct {
-	NC      *nats.Conn
-	JS      jetstream.JetStream
+	NC *nats.Conn
+	JS jetstream.JetStream
+	// Tenants, Keys and LimitRequests are the record buckets: the record
+	// helpers (Get, Create, Update, Delete) bound each attempt on them by
+	// Options.Timeout.
 	Tenants jetstream.KeyValue
 	Keys    jetstream.KeyValue
 	// LimitRequests holds limit increase requests.
@@ -111,7 +118,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		o.Replicas = 1
 	}
 	if o.Timeout == 0 {
-		o.Timeout = 2 * time.Second
+		o.Timeout = defaultTimeout
 	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = DefaultDuplicateWindow
@@ -187,6 +194,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			return nil, fmt.Errorf("store: bucket %s: %w", b.name, err)
 		}
 		*b.kv = kv
+	}
+	for _, kv := range []*jetstream.KeyValue{&s.Tenants, &s.Keys, &s.LimitRequests} {
+		*kv = &bucket{KeyValue: *kv, timeout: o.Timeout}
 	}
 	// Lease records of many tenants are written at once on shutdown.
 	s.leasesAtomic = batchSupport(nc.ConnectedServerVersion()) && su.enableAtomic(ctx, "KV_"+BucketLeases)
@@ -269,63 +279,210 @@ func (s *Store) Ctx(parent context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(parent, s.timeout)
 }
 
-// Get decodes the JSON value of key in kv into v.
+// WriteCtx returns a context for calls of the record helpers (Get, Create,
+// Update, Delete) that must ride out the election of a new leader of a
+// bucket's stream: bounded by writeTime, while each attempt the helpers
+// make stays bounded by the operation timeout.
+func (s *Store) WriteCtx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, writeTime(s.timeout))
+}
+
+// writeTime is how long the record helpers may keep retrying: long enough
+// for a stream whose leader crashed to elect another, which Raft does only
+// after its election timeout (4-9 s, issue 14).
+func writeTime(timeout time.Duration) time.Duration { return max(5*timeout, 15*time.Second) }
+
+// bucket is a Store's handle on one of its record buckets (Tenants, Keys,
+// LimitRequests): the record helpers bound each attempt on it by the
+// store's operation timeout.
+type bucket struct {
+	jetstream.KeyValue
+	timeout time.Duration
+}
+
+// errReread: a read did not yet show what a write that failed reported
+// (the key exists, or its revision moved on); reads may be served by a
+// replica that is behind the stream's leader. Read again.
+var errReread = errors.New("store: a read is behind a write; reading again")
+
+// records runs op until it succeeds or fails for good: each attempt under
+// a context bounded by kv's operation timeout (a Store's bucket's, else
+// the default 2s), transient errors retried with backoff until ctx ends
+// or, when ctx has no deadline, writeTime has passed. unknown tells op
+// that an earlier attempt failed without an answer, so a write it sent
+// may have been applied: op must then find out by reading, never assume.
+func records(ctx context.Context, kv jetstream.KeyValue, op func(ctx context.Context, unknown bool) error) error {
+	timeout := defaultTimeout
+	if b, ok := kv.(*bucket); ok {
+		timeout = b.timeout
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(writeTime(timeout))
+	}
+	unknown := false
+	wait := 20 * time.Millisecond
+	for n := 1; ; n++ {
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		err := op(actx, unknown)
+		cancel()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		unknown = unknown || unanswered(err)
+		if time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("%w (still failing after %d attempts)", err, n)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return err
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+// unanswered reports whether a request that failed with err may still
+// have been applied: nothing says that it did not reach the stream's
+// leader. No responders, a full reconnect buffer (the connection is down
+// and has none) and an error answered by JetStream say that it did not.
+func unanswered(err error) bool {
+	var apiErr *jetstream.APIError
+	return !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) &&
+		!errors.Is(err, nats.ErrReconnectBufExceeded) && !errors.Is(err, errReread) &&
+		!errors.As(err, &apiErr)
+}
+
+func absent(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
+}
+
+// Get decodes the JSON value of key in kv into v. Like every record
+// helper it retries transient errors (see records): give it a ctx from
+// Store.WriteCtx to ride out a leader election.
 func Get(ctx context.Context, kv jetstream.KeyValue, key string, v any) (revision uint64, err error) {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return 0, ErrNotFound
-	}
-	if err != nil {
-		return 0, fmt.Errorf("store: get %s: %w", key, err)
-	}
-	if err := json.Unmarshal(e.Value(), v); err != nil {
-		return 0, fmt.Errorf("store: decode %s: %w", key, err)
-	}
-	return e.Revision(), nil
+	err = records(ctx, kv, func(ctx context.Context, _ bool) error {
+		e, err := kv.Get(ctx, key)
+		if absent(err) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("store: get %s: %w", key, err)
+		}
+		if err := json.Unmarshal(e.Value(), v); err != nil {
+			return fmt.Errorf("store: decode %s: %w", key, err)
+		}
+		revision = e.Revision()
+		return nil
+	})
+	return revision, err
 }
 
 // Create stores v under key, failing with ErrExists if key is present.
+// When an attempt got no answer and a later one finds the key present,
+// the value stored decides: the bytes of v are ours (success, at their
+// revision), other bytes are ErrExists.
 func Create(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return 0, err
 	}
-	rev, err := kv.Create(ctx, key, b)
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, ErrExists
-	}
-	if err != nil {
-		return 0, fmt.Errorf("store: create %s: %w", key, err)
-	}
-	return rev, nil
+	var rev uint64
+	err = records(ctx, kv, func(ctx context.Context, unknown bool) error {
+		n, err := kv.Create(ctx, key, b)
+		if err == nil {
+			rev = n
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("store: create %s: %w", key, err)
+		}
+		if !unknown {
+			return ErrExists
+		}
+		e, err := kv.Get(ctx, key)
+		switch {
+		case absent(err):
+			// The leader has the key; this read came from a replica
+			// behind it (or the key was deleted meanwhile: create again).
+			return errReread
+		case err != nil:
+			return fmt.Errorf("store: create %s: %w", key, err)
+		case !bytes.Equal(e.Value(), b):
+			return ErrExists
+		}
+		rev = e.Revision() // an earlier attempt's
+		return nil
+	})
+	return rev, err
 }
 
-// Update replaces key's value if its revision is still rev.
+// Update replaces key's value if its revision is still rev; otherwise it
+// fails with an error that is jetstream.ErrKeyRevisionMismatch. When an
+// attempt got no answer and a later one meets another revision, the value
+// stored decides: the bytes of v are ours (success, at their revision),
+// anything else is the conflict.
 func Update(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint64) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return 0, err
 	}
-	n, err := kv.Update(ctx, key, b, rev)
-	if err != nil {
-		return 0, fmt.Errorf("store: update %s: %w", key, err)
-	}
-	return n, nil
+	var next uint64
+	err = records(ctx, kv, func(ctx context.Context, unknown bool) error {
+		n, err := kv.Update(ctx, key, b, rev)
+		if err == nil {
+			next = n
+			return nil
+		}
+		err = fmt.Errorf("store: update %s: %w", key, err)
+		if !unknown || !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return err
+		}
+		e, gerr := kv.Get(ctx, key)
+		switch {
+		case absent(gerr):
+			return err // deleted meanwhile
+		case gerr != nil:
+			return fmt.Errorf("store: update %s: %w", key, gerr)
+		case e.Revision() <= rev:
+			return errReread // the leader has a later revision
+		case !bytes.Equal(e.Value(), b):
+			return err
+		}
+		next = e.Revision() // an earlier attempt's
+		return nil
+	})
+	return next, err
 }
 
-// Delete removes key, failing with ErrNotFound if it is absent.
+// Delete removes key, failing with ErrNotFound if it is absent. It deletes
+// the revision it reads, and reads again when that is no longer the
+// latest: so a key that is absent on a later read than the first, after
+// an attempt that got no answer (or another deleter), is deleted, not
+// ErrNotFound.
 func Delete(ctx context.Context, kv jetstream.KeyValue, key string) error {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return ErrNotFound
-	}
-	if err != nil {
-		return fmt.Errorf("store: delete %s: %w", key, err)
-	}
-	if err := kv.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
-		return fmt.Errorf("store: delete %s: %w", key, err)
-	}
-	return nil
+	seen := false // a read found key
+	return records(ctx, kv, func(ctx context.Context, _ bool) error {
+		e, err := kv.Get(ctx, key)
+		if absent(err) {
+			if seen {
+				return nil
+			}
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("store: delete %s: %w", key, err)
+		}
+		seen = true
+		err = kv.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return errReread
+		}
+		if err != nil {
+			return fmt.Errorf("store: delete %s: %w", key, err)
+		}
+		return nil
+	})
 }
 
 func splitHostPort(addr string) (string, int, error) {
@@ -425,16 +582,19 @@ var errNoLeader = errors.New("no stream leader elected yet")
 var errNotVisible = fmt.Errorf("stream not yet visible: %w", errNoLeader)
 
 // transient reports whether err may go away by itself: the cluster is
-// still electing leaders or placing replicas, or another replica created
-// the same asset at the same time.
+// still electing leaders or placing replicas (a request got no answer, or
+// JetStream answered that it cannot serve it now), the connection is
+// reconnecting, a read is behind a write, or another replica created the
+// same asset at the same time.
 func transient(err error) bool {
 	var re *ReplicasError
 	if errors.As(err, &re) {
 		return false
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, errNoLeader) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, errNoLeader) || errors.Is(err, errReread) ||
 		errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, jetstream.ErrBucketExists) {
 		return true
 	}

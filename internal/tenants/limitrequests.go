@@ -51,7 +51,7 @@ func (s *Service) CreateLimitRequest(ctx context.Context, tenant string, in Limi
 	if limit := s.Config().Plans[t.Plan].AutoApproveUpTo; limit > 0 && r.Requested <= limit {
 		r.Status, r.Granted, r.DecidedBy, r.DecidedAt = store.RequestGranted, r.Requested, "auto", &now
 	}
-	ctx, cancel := s.Store.Ctx(ctx)
+	ctx, cancel := s.Store.WriteCtx(ctx)
 	defer cancel()
 	err = s.settle(ctx, r, func(ctx context.Context) error {
 		if _, err := store.Create(ctx, s.Store.LimitRequests, r.ID, r); err != nil {
@@ -85,7 +85,7 @@ const claimSkew = 2 * time.Second
 // such a request is refused, because its limit may already be set:
 // approve it, then set the limit with PATCH if need be.
 func (s *Service) Decide(ctx context.Context, id string, d Decision) (*store.LimitRequest, error) {
-	ctx, cancel := s.Store.Ctx(ctx)
+	ctx, cancel := s.Store.WriteCtx(ctx)
 	defer cancel()
 	var lr store.LimitRequest
 	rev, err := store.Get(ctx, s.Store.LimitRequests, id, &lr)

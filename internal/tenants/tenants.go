@@ -74,7 +74,7 @@ func StoreErr(err error) error {
 // Update applies f to the stored tenant id with compare-and-set, retrying
 // on a lost race, and returns the new record.
 func (s *Service) Update(ctx context.Context, id string, f func(t *store.Tenant) error) (*store.Tenant, error) {
-	ctx, cancel := s.Store.Ctx(ctx)
+	ctx, cancel := s.Store.WriteCtx(ctx)
 	defer cancel()
 	return s.update(ctx, id, f)
 }
