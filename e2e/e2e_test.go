@@ -105,6 +105,14 @@ routes:
 
 func (in *instance) start() {
 	in.t.Helper()
+	in.spawn()
+	in.waitReady()
+}
+
+// spawn starts the process without waiting until it is ready, so that
+// several can start at once.
+func (in *instance) spawn() {
+	in.t.Helper()
 	in.mu.Lock()
 	in.out.Reset()
 	in.mu.Unlock()
@@ -128,7 +136,6 @@ func (in *instance) start() {
 	}()
 	go func() { _ = cmd.Wait(); pw.Close(); close(in.exited) }()
 	in.t.Cleanup(func() { in.kill() })
-	in.waitReady()
 }
 
 func (in *instance) logs() string {

@@ -154,10 +154,10 @@ func TestReplicasShareOneExactQuota(t *testing.T) {
 	strandedAtKill := usage() - got
 	// Once the killed replica's lease record expires (lease_ttl 3s), a
 	// survivor returns what it had reserved beyond its recorded spending
-	// bound. With max_lease 200 the bound runs at most 100 tokens ahead
-	// (half a lease, or a whole lease up to 100: limiter's minStep), so
-	// there is usually something to return.
-	const step, lease = 100, 200
+	// bound. With max_lease 200 the bound runs at most a lease ahead (what
+	// the tenant spends in the failover horizon, 12 s, up to a lease: this
+	// load spends more).
+	const step, lease = 200, 200
 	// Wait until little is stranded, or a survivor has logged the return
 	// and it has reached the ledger: the usage, read after the log line,
 	// no longer falls (nothing else changes it while no load runs).

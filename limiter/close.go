@@ -226,7 +226,8 @@ func (q *Quotas) retireLocked(ctx context.Context, st *tenantState, t *closeTall
 			return
 		}
 		if !gone {
-			st.rev, st.recExp = rev, rec.Expires
+			st.rev, st.recExp, st.recReserved, st.recBound = rev, rec.Expires, rec.Reserved, rec.SpentMax
+			st.pendReturn = 0
 			break
 		}
 		// A sweeper took us for dead and returned what our record held

@@ -230,14 +230,24 @@ func TestFirstLeaseHasNoRecord(t *testing.T) {
 // TestLeaseSizeAndBoundWhileGrowing: a lease is sized from the tenant's
 // rate over the previous one when it is reserved (at most leaseGrowth
 // times the last), and the spending bound in the lease record runs a
-// whole small lease ahead, at least MinStep tokens, half a lease beyond.
-// No background loop runs: each lease is reserved when the last is spent.
+// whole small lease ahead, at least MinStep tokens, half a lease beyond,
+// or, for a tenant that spends more than that in FailoverHorizon, as far as
+// the horizon's spending needs, up to the whole lease (issue 14: the bound
+// must not run out while a crashed leader is replaced). No background loop
+// runs: each lease is reserved when the last is spent.
 func TestLeaseSizeAndBoundWhileGrowing(t *testing.T) {
+	t.Run("short horizon", func(t *testing.T) { testLeaseSizeAndBound(t, 500*time.Millisecond, 50+1+limiter.MinStep) })
+	// 80 tokens/s over 12 s is more than the lease of 160: the bound
+	// covers all of it.
+	t.Run("default horizon", func(t *testing.T) { testLeaseSizeAndBound(t, 0, 210) })
+}
+
+func testLeaseSizeAndBound(t *testing.T, horizon time.Duration, thirdBound int64) {
 	s := storetest.Open(t)
 	c := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
 	l := &limits{m: map[string]limiter.Limit{"acme": {Monthly: 1_000_000_000}}}
 	q := limiter.NewQuotas(limiter.QuotaOptions{Ledger: s.Ledger, Leases: s.Leases(), Limits: l.get, Now: c.Now,
-		MaxLease: 10_000, LeaseHorizon: 10 * time.Second, ReplicaID: "r", LeaseIdle: time.Hour})
+		MaxLease: 10_000, LeaseHorizon: 10 * time.Second, FailoverHorizon: horizon, ReplicaID: "r", LeaseIdle: time.Hour})
 	ctx := context.Background()
 	admit := func(n int) {
 		t.Helper()
@@ -269,8 +279,8 @@ func TestLeaseSizeAndBoundWhileGrowing(t *testing.T) {
 	check("second lease", 50, 50)
 	// 40 tokens in half a second: 800 over the horizon, at most 160. The
 	// bound runs MinStep (more than half of 160) ahead of the 50 spent
-	// and the one asked for.
+	// and the one asked for, or further for a long horizon.
 	c.Set(c.Now().Add(500 * time.Millisecond))
 	admit(40)
-	check("third lease", 210, 50+1+limiter.MinStep)
+	check("third lease", 210, thirdBound)
 }

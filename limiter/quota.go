@@ -123,10 +123,12 @@ type QuotaOptions struct {
 	// step ahead: a crash strands no more than before, but a busy tenant
 	// raises its bound up to three times as often. A lease shorter than
 	// this (max_lease, a thousandth of the limit, the last tokens of a
-	// month) may still run dry during a failover. Default Timeout + 1s,
-	// which covers a leader that steps down (a node stopped or
-	// restarted); a crashed leader is replaced only after Raft's election
-	// timeout, 4-9 s in nats-server.
+	// month) may still run dry during a failover. Default Timeout + 10s:
+	// a leader that steps down (a node stopped or restarted) is replaced
+	// within a second, a crashed one only after Raft's election timeout,
+	// 4-9 s in nats-server, and a write lost with it is noticed after
+	// Timeout. A replica then holds up to two leases, and a crash strands
+	// up to a lease: set it to Timeout + 1s to cover step-downs only.
 	FailoverHorizon time.Duration
 	// ReplicaID prefixes message ids; it must be unique per process.
 	ReplicaID string
@@ -220,6 +222,11 @@ type tenantState struct {
 	rev         uint64    // revision of our lease record, 0 when there is none
 	recExp      time.Time // expiry written in our lease record
 	recReserved int64     // tokens reserved as written in our lease record
+	recBound    int64     // spending bound as written in our lease record
+	// A record write whose outcome is unknown (it failed, and may have
+	// been applied all the same): what it would have returned to a
+	// sweeper, reserved − bound; 0 when there is none.
+	pendReturn int64
 }
 
 // NewQuotas returns a manager; call Run to start its background work and
@@ -244,7 +251,7 @@ func NewQuotas(o QuotaOptions) *Quotas {
 		o.Timeout = 2 * time.Second
 	}
 	if o.FailoverHorizon <= 0 {
-		o.FailoverHorizon = o.Timeout + time.Second
+		o.FailoverHorizon = o.Timeout + 10*time.Second
 	}
 	if o.Available == nil {
 		o.Available = func() bool { return true }

@@ -16,14 +16,16 @@ import (
 )
 
 // step is how far the recorded spending bound moves ahead of spending: half
-// a lease, or the whole lease up to minStep tokens, so that a crash
-// strands at most that many tokens. The bound is raised, off the request
-// path, when spending comes within margin of it: for a slow tenant a
-// quarter step, so about three record writes per lease (two for a small
-// one); for a busy one up to four per step.
+// a lease, or the whole lease up to minStep tokens, or what the tenant
+// spends in 4/3 FailoverHorizon up to the whole lease (so that margin
+// covers the horizon), so that a crash strands at most that many tokens,
+// never more than a lease. The bound is raised, off the request path, when
+// spending comes within margin of it: for a slow tenant a quarter step, so
+// about three record writes per lease (two for a small one); for a busy
+// one up to four per step.
 func (st *tenantState) step() int64 {
 	h := st.leaseHint.Load()
-	return max(h/2, min(h, minStep), 1)
+	return max(h/2, min(h, minStep), min(st.cover.Load()*4/3, h), 1)
 }
 
 // margin is how close spending may come to the recorded bound before a
@@ -92,10 +94,13 @@ func (q *Quotas) putRecordLocked(st *tenantState, rec LeaseRecord) error {
 		q.recordOps.Add(1)
 		rev, gone, err := q.o.Leases.Put(ctx, st.id, st.period.Key, q.o.ReplicaID, rec, st.rev)
 		if err != nil {
+			// Applied or not: a sweeper may find either record.
+			st.pendReturn = max(st.pendReturn, rec.Reserved-rec.SpentMax)
 			return err
 		}
 		if !gone {
-			st.rev, st.recExp, st.recReserved = rev, rec.Expires, rec.Reserved
+			st.rev, st.recExp, st.recReserved, st.recBound = rev, rec.Expires, rec.Reserved, rec.SpentMax
+			st.pendReturn = 0
 			return nil
 		}
 		swept := q.sweptLocked(st, true)
@@ -107,10 +112,19 @@ func (q *Quotas) putRecordLocked(st *tenantState, rec LeaseRecord) error {
 
 // sweptLocked books what a sweeper did when it took st's lease record for
 // dead (a write found the record gone): it returned to the ledger every
-// token the record held above its spending bound, granted − spentMax, so
-// those tokens are no longer ours. It drops them from granted and total,
-// forgets the record (st.rev = 0: the next write creates it anew) and
-// returns how many were dropped. st.mu must be held.
+// token the record held above its spending bound, so those tokens are no
+// longer ours. It drops them from granted and total, forgets the record
+// (st.rev = 0: the next write creates it anew) and returns how many were
+// dropped. st.mu must be held.
+//
+// What the sweeper returned is what the record it deleted said: reserved −
+// bound as we last wrote it, not as we hold it now. Tokens reserved since
+// (a lease granted while the record could not be written, which is how
+// the record came to expire) are still ours and in the ledger; dropping
+// them too burned 612 of a tenant's 5,000 in issue 14's cluster test,
+// when the leases bucket's leader was killed. If a write whose outcome is
+// unknown came last, the record was either; the larger return is dropped,
+// so that nothing is spent twice (at worst its difference is stranded).
 //
 // The tokens are unspent, so they are also in the lease's avail, unless
 // the caller took them out of avail already: putRecordLocked leaves them
@@ -118,7 +132,8 @@ func (q *Quotas) putRecordLocked(st *tenantState, rec LeaseRecord) error {
 // spent = granted − avail never reads low), while retireLocked took the
 // whole of avail first and deducts them from what it returns itself.
 func (q *Quotas) sweptLocked(st *tenantState, fromAvail bool) int64 {
-	swept := st.granted.Load() - st.spentMax.Load()
+	swept := min(max(st.recReserved-st.recBound, st.pendReturn, 0), st.granted.Load()-st.spentMax.Load())
+	st.pendReturn = 0
 	q.o.Log.Warn("our lease record was swept; dropping the tokens returned for us",
 		zap.String("tenant", st.id), zap.Int64("tokens", swept))
 	if fromAvail {
