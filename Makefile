@@ -26,6 +26,10 @@ fuzz:             ## each fuzz target for 30s
 	go test -run '^$$' -fuzz FuzzRemoveHopHeaders -fuzztime 30s ./proxy/
 	go test -run '^$$' -fuzz FuzzScanKey -fuzztime 30s ./internal/store/
 
+.PHONY: cluster-test
+cluster-test:     ## issue 14's cluster test with its strict timing bounds (3 nats-server nodes, 3 replicas, kill -9 and restarts; figures for bench/RESULTS.md)
+	TOLLGATE_STRICT_TIMING=1 TOLLGATE_CLUSTER_ROUNDS=$${ROUNDS:-5} go test -race -count=1 -run TestClusterFailover -v -timeout 30m ./e2e/
+
 .PHONY: bench-proxy
 bench-proxy:      ## load benchmark: tollgate vs its backend and nginx under wrk (bench/run.sh, writes bench/RESULTS.md)
 	bench/run.sh

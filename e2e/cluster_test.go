@@ -103,8 +103,11 @@ func TestClusterFailover(t *testing.T) {
 			}
 		}
 		if res.deleteFailed.Load() > 0 || res.createFailed.Load() > 0 {
-			t.Errorf("round %d: %d key creations and %d DELETEs failed through failovers",
-				round, res.createFailed.Load(), res.deleteFailed.Load())
+			t.Errorf("round %d: %d key creations and %d DELETEs failed through failovers: %v",
+				round, res.createFailed.Load(), res.deleteFailed.Load(), res.stuck)
+			for i, r := range reps {
+				t.Logf("replica %d's warnings:\n%s", i, warnings(r.logs()))
+			}
 		}
 		// Consumers: what the replicas hold (their watchers) and nothing
 		// that grows. A watcher recreated after its node went away may
@@ -360,6 +363,9 @@ func revokeProbe(ctx context.Context, hc *http.Client, reps []*instance, p int, 
 	code, body := clusterAdmin(ctx, hc, creator, "POST", "/v1/tenants/probe/keys", fmt.Sprintf(`{"name":"p%d-%d"}`, p, time.Now().UnixNano()))
 	if code != 201 {
 		res.createFailed.Add(1)
+		res.mu.Lock()
+		res.stuck = append(res.stuck, fmt.Sprintf("key creation through %s answered %d %s", creator.admin, code, body))
+		res.mu.Unlock()
 		time.Sleep(100 * time.Millisecond)
 		return
 	}
@@ -374,13 +380,17 @@ func revokeProbe(ctx context.Context, hc *http.Client, reps []*instance, p int, 
 		}
 	}
 	t0 := time.Now()
-	code, _ = clusterAdmin(ctx, hc, deleter, "DELETE", "/v1/tenants/probe/keys/"+k.ID, "")
+	code, body = clusterAdmin(ctx, hc, deleter, "DELETE", "/v1/tenants/probe/keys/"+k.ID, "")
 	answered := time.Now()
 	res.mu.Lock()
 	res.deletes = append(res.deletes, answered.Sub(t0))
 	res.mu.Unlock()
 	if code != 204 {
 		res.deleteFailed.Add(1)
+		res.mu.Lock()
+		res.stuck = append(res.stuck, fmt.Sprintf("DELETE of key %s through %s at %s answered %d %s",
+			k.ID, deleter.admin, answered.Format("15:04:05.000"), code, body))
+		res.mu.Unlock()
 		// Delete it anyway, so that it does not live on.
 		waitFor(ctx, 100*time.Millisecond, func() bool {
 			c, _ := clusterAdmin(ctx, hc, deleter, "DELETE", "/v1/tenants/probe/keys/"+k.ID, "")

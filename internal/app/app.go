@@ -167,7 +167,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		MaxLease: cfg.Quota.MaxLease, LeaseIdle: cfg.Quota.LeaseIdle.D(), LeaseHorizon: cfg.Quota.LeaseHorizon.D(),
 		Timeout: cfg.NATS.Timeout.D(), DuplicateWindow: dupWindow,
 		ReplicaID: replica, Available: a.store.Connected, Log: a.log.Named("quota"),
-		Leases: a.store.Leases(), LeaseTTL: cfg.Quota.LeaseTTL.D(),
+		Leases: a.store.Leases(), LeaseTTL: cfg.Quota.LeaseTTL.D(), FailoverHorizon: cfg.Quota.FailoverHorizon.D(),
 	})
 	a.requests = store.NewJSONMirror[store.LimitRequest]()
 	a.tenants = store.NewTenantMirror()

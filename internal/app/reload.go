@@ -89,6 +89,7 @@ func fixedChanges(a, b *config.Config) []string {
 	check("quota.lease_idle", a.Quota.LeaseIdle, b.Quota.LeaseIdle)
 	check("quota.lease_ttl", a.Quota.LeaseTTL, b.Quota.LeaseTTL)
 	check("quota.lease_horizon", a.Quota.LeaseHorizon, b.Quota.LeaseHorizon)
+	check("quota.failover_horizon", a.Quota.FailoverHorizon, b.Quota.FailoverHorizon)
 	check("log.access", a.AccessLog(), b.AccessLog())
 	return out
 }

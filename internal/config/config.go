@@ -158,6 +158,13 @@ type Quota struct {
 	// once it expires (the replica crashed or lost NATS) the others
 	// return what it reserved beyond its recorded spending. Default 30s.
 	LeaseTTL Duration `yaml:"lease_ttl"`
+	// FailoverHorizon is how long a replica goes on admitting from what
+	// it holds while NATS elects a new leader: refills and raises of the
+	// recorded spending bound start while what is left lasts this long at
+	// the tenant's rate. Default nats.timeout + 10s (a crashed leader is
+	// replaced after 4-9 s); longer holds more tokens per replica, and a
+	// crashed replica strands up to a lease.
+	FailoverHorizon Duration `yaml:"failover_horizon"`
 }
 
 // Plan is a set of limits tenants subscribe to.

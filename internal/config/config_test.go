@@ -338,6 +338,11 @@ var invalidConfigs = []struct {
 		want: []wantProblem{{2, "quota.max_lease", "at least 1"}},
 	},
 	{
+		name: "failover_horizon negative",
+		text: "quota:\n  failover_horizon: -1s\n" + okRoute,
+		want: []wantProblem{{2, "quota.failover_horizon", "is not a duration"}},
+	},
+	{
 		name: "bad duration",
 		text: "nats:\n  timeout: 5 minutes\n" + okRoute,
 		want: []wantProblem{{2, "nats.timeout", `"5 minutes" is not a duration`}},

@@ -141,7 +141,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		nats.ReconnectBufSize(-1),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.PingInterval(5 * time.Second),
+		// A node that dies silently (power, partition: no FIN or RST)
+		// is noticed after two unanswered pings, 2-3 operation timeouts,
+		// and the client moves to another node (TestSilentNodeNoticed:
+		// with 5 s pings it took 10-15 s, longer than the failover
+		// horizon).
+		nats.PingInterval(max(o.Timeout, 500*time.Millisecond)),
 		nats.MaxPingsOutstanding(2),
 		nats.Timeout(o.Timeout),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
