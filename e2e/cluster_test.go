@@ -406,8 +406,13 @@ func revokeProbe(ctx context.Context, hc *http.Client, reps []*instance, p int, 
 			dl, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			if waitFor(dl, 10*time.Millisecond, func() bool { return clusterGet(ctx, hc, r, k.Key) == 401 }) {
+				el := time.Since(answered)
 				res.mu.Lock()
-				res.revoked = append(res.revoked, time.Since(answered))
+				res.revoked = append(res.revoked, el)
+				if el > time.Second {
+					res.stuck = append(res.stuck, fmt.Sprintf("key %s (created through %s) deleted through %s at %s admitted by %s for %v",
+						k.ID, creator.admin, deleter.admin, answered.Format("15:04:05.000"), r.proxy, el.Round(time.Millisecond)))
+				}
 				res.mu.Unlock()
 			} else {
 				res.mu.Lock()

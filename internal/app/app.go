@@ -370,7 +370,7 @@ func (a *App) limits(tenant string) (limiter.Limit, bool) {
 // delivered a key created a moment ago.
 func (a *App) lookupKey(ctx context.Context, id string) (*authn.Credential, error) {
 	var k store.Key
-	_, err := store.Get(ctx, a.store.Keys, id, &k)
+	_, err := a.store.GetAtLeader(ctx, a.store.Keys, id, &k)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, authn.ErrInvalid
 	}
