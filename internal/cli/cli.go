@@ -37,6 +37,7 @@ Usage:
   tollgate check FILE                      validate a config file without starting
   tollgate demo [-data DIR]                run tollgate with a built-in echo backend
   tollgate admin SUBCOMMAND ...            drive the admin API (tollgate admin -h)
+  tollgate migrate -to URLS [-config F]    copy all data to a NATS cluster (tollgate migrate -h)
   tollgate version                         print the version
 `
 
@@ -58,6 +59,8 @@ func Run(ctx context.Context, args []string, stdio IO) error {
 		return demo(ctx, args, stdio)
 	case "admin":
 		return adminCmd(ctx, args, stdio)
+	case "migrate":
+		return migrate(ctx, args, stdio)
 	case "version":
 		fmt.Fprintln(stdio.Stdout, "tollgate", version())
 		return nil
