@@ -141,15 +141,7 @@ func TestRevocationThroughFailover(t *testing.T) {
 		globalAccount = "$G"
 	)
 	c := storetest.StartCluster(t, nodes)
-	open := func(url, name string) *store.Store {
-		t.Helper()
-		s, err := store.Open(context.Background(), store.Options{URL: url, Replicas: 3, Timeout: 2 * time.Second, Name: name})
-		if err != nil {
-			t.Fatalf("open %s: %v", name, err)
-		}
-		t.Cleanup(s.Close)
-		return s
-	}
+	open := c.Open
 	writer := open(c.URL(), "writer")
 	mirrors := make([]*failoverMirror, nodes)
 	watchers := make([]*store.Store, nodes)

@@ -333,15 +333,7 @@ func TestWritesThroughLeaderStop(t *testing.T) {
 		globalAccount = "$G"
 	)
 	c := storetest.StartCluster(t, nodes)
-	open := func(url, name string) *store.Store {
-		t.Helper()
-		s, err := store.Open(context.Background(), store.Options{URL: url, Replicas: 3, Timeout: 2 * time.Second, Name: name})
-		if err != nil {
-			t.Fatalf("open %s: %v", name, err)
-		}
-		t.Cleanup(s.Close)
-		return s
-	}
+	open := c.Open
 	first := open(c.URL(), "setup")
 	// The stream's leader once every node is healthy: its streams current.
 	leader := -1

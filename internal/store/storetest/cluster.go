@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Cluster is a JetStream cluster of real nats-servers in this process,
@@ -69,6 +70,19 @@ func (c *Cluster) URL() string {
 
 // NodeURL is node i's client URL.
 func (c *Cluster) NodeURL(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", c.ports[i]) }
+
+// Open opens a store named name on url (the cluster's URL, or one
+// node's) with three replicas, as a replica of tollgate would; it is
+// closed when the test ends.
+func (c *Cluster) Open(url, name string) *store.Store {
+	c.t.Helper()
+	s, err := store.Open(context.Background(), store.Options{URL: url, Replicas: 3, Timeout: 2 * time.Second, Name: name})
+	if err != nil {
+		c.t.Fatalf("storetest: open %s: %v", name, err)
+	}
+	c.t.Cleanup(s.Close)
+	return s
+}
 
 // Server is node i's server, nil while it is stopped.
 func (c *Cluster) Server(i int) *server.Server { return c.servers[i] }
