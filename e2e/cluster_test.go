@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -181,15 +182,7 @@ func (s *statusCounts) add(code int) {
 func (s *statusCounts) counts() map[int]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return copyCounts(s.m)
-}
-
-func copyCounts(m map[int]int) map[int]int {
-	c := make(map[int]int, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
+	return maps.Clone(s.m)
 }
 
 func (s *statusCounts) other() int {
