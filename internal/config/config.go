@@ -6,6 +6,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -33,8 +34,14 @@ type Config struct {
 	NATS NATS `yaml:"nats"`
 	// Server tunes the proxy listener.
 	Server Server `yaml:"server"`
+	// TLS, when set, terminates TLS on the proxy listener.
+	TLS *TLS `yaml:"tls"`
 	// Auth configures how credentials are read from requests.
 	Auth Auth `yaml:"auth"`
+	// Modules names groups of routes by path prefix (DESIGN.md scenario
+	// 4): a credential limited to modules may only make requests whose
+	// path lies in one of them. Up to 64 modules.
+	Modules map[string][]string `yaml:"modules"`
 	// Headers names the identity headers sent to the backend.
 	Headers Headers `yaml:"headers"`
 	// TrustedProxies lists CIDRs (or addresses) whose X-Forwarded-* headers
@@ -73,6 +80,16 @@ type Admin struct {
 	// Pprof serves Go's runtime profiles under /debug/pprof/ on the admin
 	// listener, behind the admin token. Off by default.
 	Pprof bool `yaml:"pprof"`
+	// TLS, when set, terminates TLS on the admin listener.
+	TLS *TLS `yaml:"tls"`
+}
+
+// TLS is a certificate and key for a listener, in PEM files that are
+// read again when they change (rotation without a restart). TLS 1.2 is
+// the oldest version accepted.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // NATS selects where data and the quota ledger live.
@@ -115,9 +132,48 @@ type Server struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
-// Auth configures credential extraction.
+// Auth configures credential extraction and verification.
 type Auth struct {
 	APIKey APIKeyAuth `yaml:"api_key"`
+	// Basic configures users' passwords (HTTP Basic).
+	Basic BasicAuth `yaml:"basic"`
+	// Failures limits failed authentications, per replica.
+	Failures Failures `yaml:"failures"`
+}
+
+// BasicAuth configures how users' passwords are hashed and how successful
+// checks are remembered.
+type BasicAuth struct {
+	// Argon2 are the argon2id parameters of newly set passwords. Default
+	// RFC 9106's second recommended option: time 3, memory 64MiB,
+	// threads 4. Stored hashes keep the parameters they were made with.
+	Argon2 Argon2 `yaml:"argon2"`
+	// MemoTTL is how long a successful check is remembered, so that the
+	// slow hash is not paid per request. A changed or deleted user is
+	// forgotten at once whatever this says. Default 5m.
+	MemoTTL Duration `yaml:"memo_ttl"`
+	// MemoSize bounds the remembered checks. Default 100000.
+	MemoSize int `yaml:"memo_size"`
+}
+
+// Argon2 are argon2id parameters.
+type Argon2 struct {
+	Time    uint32   `yaml:"time"`
+	Memory  ByteSize `yaml:"memory"`
+	Threads uint8    `yaml:"threads"`
+}
+
+// Failures limits failed authentications: once a client address or a
+// user name has failed this many times within Window, further attempts
+// are answered 429 until the window has passed. Counted per replica.
+type Failures struct {
+	// PerAddress, per client address. Default 30; 0 turns it off.
+	PerAddress int `yaml:"per_address"`
+	// PerUsername, per user name presented with HTTP Basic. Default 10;
+	// 0 turns it off.
+	PerUsername int `yaml:"per_username"`
+	// Window over which failures are counted. Default 1m.
+	Window Duration `yaml:"window"`
 }
 
 // APIKeyAuth names where API keys are read from.
@@ -136,6 +192,9 @@ type Headers struct {
 	Credential string `yaml:"credential"` // default X-Tollgate-Credential
 	AuthMethod string `yaml:"auth"`       // default X-Tollgate-Auth
 	RequestID  string `yaml:"request_id"` // default X-Request-Id
+	User       string `yaml:"user"`       // default X-Tollgate-User
+	UserType   string `yaml:"user_type"`  // default X-Tollgate-User-Type
+	Scopes     string `yaml:"scopes"`     // default X-Tollgate-Scopes
 }
 
 // Quota configures monthly quotas.
@@ -257,15 +316,68 @@ type Route struct {
 	AllowUpgrade bool `yaml:"allow_upgrade"`
 	// MaxRequestBody overrides server.max_request_body for this route.
 	MaxRequestBody ByteSize `yaml:"max_request_body"`
+	// Module names the module of every request on the route; without it
+	// a request's module is the one of modules whose prefix its path
+	// matches, if any.
+	Module string `yaml:"module"`
+	// Scopes overrides the scope a method needs on this route, e.g.
+	// {POST: READ} for a search endpoint. Methods not named keep the
+	// default: POST CREATE; GET, HEAD, OPTIONS READ; PUT, PATCH UPDATE;
+	// DELETE DELETE.
+	Scopes map[string]string `yaml:"scopes"`
+	// TenantFrom says where a request names the tenant it acts for when
+	// its credential may act for several: a header (default X-Tenant) or
+	// a segment of the path (1 is the first).
+	TenantFrom TenantFrom `yaml:"tenant_from"`
+	// RequireTLS refuses requests that did not arrive over TLS (421).
+	// Default: on for routes that accept basic, unless the proxy listens
+	// on a loopback address only.
+	RequireTLS *bool `yaml:"require_tls"`
 
 	// Parsed: the upstream pool (inline URLs get a generated name).
 	UpstreamName string `yaml:"-"`
+	// MethodScopes is Scopes parsed.
+	MethodScopes map[string]access.Scopes `yaml:"-"`
+}
+
+// TenantFrom names where a request names its tenant.
+type TenantFrom struct {
+	Header      string `yaml:"header"`
+	PathSegment int    `yaml:"path_segment"`
+}
+
+// RequiresTLS reports whether route r refuses clear-text requests on a
+// proxy listening on listen.
+func (r *Route) RequiresTLS(listen string) bool {
+	if r.RequireTLS != nil {
+		return *r.RequireTLS
+	}
+	basic := false
+	for _, a := range r.Auth {
+		basic = basic || a == "basic"
+	}
+	return basic && !loopbackOnly(listen)
+}
+
+// loopbackOnly reports whether addr listens on a loopback address only.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // SelfService names the self-service paths.
 type SelfService struct {
 	Usage         string `yaml:"usage"`          // default /_tollgate/usage
 	LimitRequests string `yaml:"limit_requests"` // default /_tollgate/limit-requests
+	// Tenants lists the tenants the credential may act for.
+	Tenants string `yaml:"tenants"` // default /_tollgate/tenants
 }
 
 // RouteErrors configures how a route answers errors.
@@ -304,13 +416,19 @@ func Default() *Config {
 			IdleTimeout: Duration(90 * time.Second), MaxRequestBody: 10 << 20,
 			MaxHeaderBytes: 16 << 10, Concurrency: 256 << 10, ShutdownTimeout: Duration(20 * time.Second),
 		},
-		Auth: Auth{APIKey: APIKeyAuth{Headers: []string{"X-API-Key"}}},
+		Auth: Auth{
+			APIKey: APIKeyAuth{Headers: []string{"X-API-Key"}},
+			Basic: BasicAuth{Argon2: Argon2{Time: 3, Memory: 64 << 20, Threads: 4},
+				MemoTTL: Duration(5 * time.Minute), MemoSize: 100000},
+			Failures: Failures{PerAddress: 30, PerUsername: 10, Window: Duration(time.Minute)},
+		},
 		Headers: Headers{
 			Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential",
 			AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
+			User: "X-Tollgate-User", UserType: "X-Tollgate-User-Type", Scopes: "X-Tollgate-Scopes",
 		},
 		Quota:       Quota{Timezone: "UTC", MaxLease: 10000, LeaseIdle: Duration(30 * time.Second), LeaseHorizon: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
-		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests"},
+		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests", Tenants: "/_tollgate/tenants"},
 		Log:         Log{Level: "info", Access: &access},
 	}
 }
@@ -350,7 +468,16 @@ const AuthAPIKey = "api_key"
 // availableAuth lists the credential kinds (access.Kind names) a route may
 // accept today; the other kinds of the model (basic, bearer) are refused
 // with a message saying so until they have a verifier.
-var availableAuth = map[access.Kind]bool{access.KindAPIKey: true}
+var availableAuth = map[access.Kind]bool{access.KindAPIKey: true, access.KindBasic: true}
+
+// scopeNames are the scopes a route's scopes may name.
+var scopeNames = map[string]access.Scopes{
+	"CREATE": access.ScopeCreate, "READ": access.ScopeRead, "UPDATE": access.ScopeUpdate, "DELETE": access.ScopeDelete,
+}
+
+// ScopeNamed returns the scope called name (CREATE, READ, UPDATE or
+// DELETE), or 0.
+func ScopeNamed(name string) access.Scopes { return scopeNames[name] }
 
 // validate checks and pre-parses c. It returns every problem found.
 func (c *Config) validate() []FieldError {
@@ -411,8 +538,46 @@ func (c *Config) validate() []FieldError {
 	if len(c.Auth.APIKey.Headers) == 0 && c.Auth.APIKey.AuthorizationScheme == "" {
 		add("auth.api_key.headers", "name at least one header or an authorization_scheme")
 	}
+	if a := c.Auth.Basic.Argon2; a.Time < 1 || a.Threads < 1 || a.Memory < 1<<20 || a.Memory > 4<<30 {
+		add("auth.basic.argon2", "want time ≥ 1, threads ≥ 1 and memory from 1MiB to 4GiB")
+	}
+	if c.Auth.Basic.MemoTTL <= 0 {
+		add("auth.basic.memo_ttl", "must be positive")
+	}
+	if c.Auth.Basic.MemoSize < 0 {
+		add("auth.basic.memo_size", "must not be negative")
+	}
+	if f := c.Auth.Failures; f.PerAddress < 0 || f.PerUsername < 0 {
+		add("auth.failures", "per_address and per_username must not be negative")
+	}
+	if c.Auth.Failures.Window <= 0 {
+		add("auth.failures.window", "must be positive")
+	}
+	if c.TLS != nil {
+		checkTLS("tls", c.TLS, add)
+	}
+	if c.Admin.TLS != nil {
+		checkTLS("admin.tls", c.Admin.TLS, add)
+	}
+	if len(c.Modules) > 64 {
+		add("modules", "at most 64 modules")
+	}
+	for _, name := range sortedKeys(c.Modules) {
+		if !ValidName(name) {
+			add("modules."+name, "module names are 1-64 letters, digits, '_' or '-'")
+		}
+		if len(c.Modules[name]) == 0 {
+			add("modules."+name, "list at least one path prefix")
+		}
+		for i, pfx := range c.Modules[name] {
+			if !strings.HasPrefix(pfx, "/") {
+				add(fmt.Sprintf("modules.%s[%d]", name, i), "%q must start with /", pfx)
+			}
+		}
+	}
 	for path, h := range map[string]string{"headers.tenant": c.Headers.Tenant, "headers.credential": c.Headers.Credential,
-		"headers.auth": c.Headers.AuthMethod, "headers.request_id": c.Headers.RequestID} {
+		"headers.auth": c.Headers.AuthMethod, "headers.request_id": c.Headers.RequestID,
+		"headers.user": c.Headers.User, "headers.user_type": c.Headers.UserType, "headers.scopes": c.Headers.Scopes} {
 		if !headerRE.MatchString(h) {
 			add(path, "%q is not a header name", h)
 		}
@@ -544,13 +709,39 @@ func (c *Config) validate() []FieldError {
 			k := access.KindNamed(a)
 			switch {
 			case k == 0 || k == access.KindClient:
-				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: unknown method (known: api_key)", a)
+				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: unknown method (known: api_key, basic)", a)
 			case !availableAuth[k]:
-				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: not available yet (available: api_key)", a)
+				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: not available yet (available: api_key, basic)", a)
 			case seen.Has(k):
 				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: listed twice", a)
 			}
 			seen = seen.With(k)
+		}
+		if r.Module != "" && !ValidName(r.Module) {
+			add(path+".module", "module names are 1-64 letters, digits, '_' or '-'")
+		}
+		r.MethodScopes = nil
+		for _, m := range sortedKeys(r.Scopes) {
+			sc := ScopeNamed(r.Scopes[m])
+			switch {
+			case !headerRE.MatchString(m) || strings.ToUpper(m) != m:
+				add(path+".scopes."+m, "%q is not a method name in upper case", m)
+			case sc == 0:
+				add(path+".scopes."+m, "%q: want CREATE, READ, UPDATE or DELETE", r.Scopes[m])
+			default:
+				if r.MethodScopes == nil {
+					r.MethodScopes = map[string]access.Scopes{}
+				}
+				r.MethodScopes[m] = sc
+			}
+		}
+		switch tf := r.TenantFrom; {
+		case tf.Header != "" && tf.PathSegment != 0:
+			add(path+".tenant_from", "name a header or a path_segment, not both")
+		case tf.Header != "" && !headerRE.MatchString(tf.Header):
+			add(path+".tenant_from.header", "%q is not a header name", tf.Header)
+		case tf.PathSegment < 0 || tf.PathSegment > 32:
+			add(path+".tenant_from.path_segment", "%d: want 1 to 32 (1 is the path's first segment)", tf.PathSegment)
 		}
 		switch {
 		case r.Upstream == "":
@@ -592,7 +783,8 @@ func (c *Config) validate() []FieldError {
 			}
 		}
 	}
-	for path, v := range map[string]string{"self_service.usage": c.SelfService.Usage, "self_service.limit_requests": c.SelfService.LimitRequests} {
+	for path, v := range map[string]string{"self_service.usage": c.SelfService.Usage, "self_service.limit_requests": c.SelfService.LimitRequests,
+		"self_service.tenants": c.SelfService.Tenants} {
 		if v != "" && !strings.HasPrefix(v, "/") {
 			add(path, "%q must start with /", v)
 		}
@@ -603,6 +795,17 @@ func (c *Config) validate() []FieldError {
 		add("log.level", "%q: want debug, info, warn or error", c.Log.Level)
 	}
 	return errs
+}
+
+// checkTLS checks that t names a certificate and key that load together.
+func checkTLS(path string, t *TLS, add func(path, format string, args ...any)) {
+	if t.CertFile == "" || t.KeyFile == "" {
+		add(path, "cert_file and key_file are both required")
+		return
+	}
+	if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+		add(path, "%v", err)
+	}
 }
 
 func (u *Upstream) parse() string {

@@ -101,10 +101,11 @@ func TestShippedConfigParses(t *testing.T) {
 			if got, want := c.Server, wantServer; got != want {
 				t.Errorf("Server = %+v, want %+v", got, want)
 			}
-			if got, want := c.Auth, (Auth{APIKey: APIKeyAuth{Headers: []string{"X-API-Key"}}}); !reflect.DeepEqual(got, want) {
+			if got, want := c.Auth, Default().Auth; !reflect.DeepEqual(got, want) || got.Basic.Argon2.Memory != 64<<20 || got.Basic.Argon2.Time != 3 {
 				t.Errorf("Auth = %+v, want %+v", got, want)
 			}
-			wantHeaders := Headers{Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential", AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id"}
+			wantHeaders := Headers{Tenant: "X-Tollgate-Tenant", Credential: "X-Tollgate-Credential", AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
+				User: "X-Tollgate-User", UserType: "X-Tollgate-User-Type", Scopes: "X-Tollgate-Scopes"}
 			if got, want := c.Headers, wantHeaders; got != want {
 				t.Errorf("Headers = %+v, want %+v", got, want)
 			}
@@ -304,8 +305,18 @@ var invalidConfigs = []struct {
 	},
 	{
 		name: "auth method not available yet",
-		text: "routes:\n  - upstream: http://x\n    auth:\n      - api_key\n      - basic\n",
-		want: []wantProblem{{5, "routes[0].auth[1]", `"basic": not available yet`}},
+		text: "routes:\n  - upstream: http://x\n    auth:\n      - api_key\n      - bearer\n",
+		want: []wantProblem{{5, "routes[0].auth[1]", `"bearer": not available yet`}},
+	},
+	{
+		name: "route scopes and tenant_from",
+		text: "routes:\n  - upstream: http://x\n    scopes: {POST: SEARCH}\n    tenant_from: {header: X-Company, path_segment: 2}\n",
+		want: []wantProblem{{3, "routes[0].scopes.POST", `"SEARCH": want CREATE, READ, UPDATE or DELETE`}, {4, "routes[0].tenant_from", "not both"}},
+	},
+	{
+		name: "modules",
+		text: "modules:\n  invoices: [api/invoices]\n  'bad name': [/x]\nroutes:\n  - upstream: http://x\n",
+		want: []wantProblem{{2, "modules.invoices[0]", `must start with /`}, {3, "modules.bad name", "module names"}},
 	},
 	{
 		name: "negative monthly_requests",
@@ -461,7 +472,7 @@ plans:
     monthly_requests: -5
 routes:
   - upstream: ftp://x
-    auth: [basic]
+    auth: [bearer]
   - upstream: missing
     path_prefix: /
 `
@@ -478,7 +489,7 @@ routes:
 		{6, "quota.timezone", "unknown time zone"},
 		{9, "plans.pro.monthly_requests", "must not be negative"},
 		{11, "routes[0].upstream", "unsupported scheme"},
-		{12, "routes[0].auth[0]", `"basic": not available yet`},
+		{12, "routes[0].auth[0]", `"bearer": not available yet`},
 		{13, "routes[1].upstream", `"missing": no such upstream`},
 		{13, "routes[1]", "duplicates routes[0]"},
 	})

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"strings"
 	"sync"
 	"time"
 )
@@ -21,15 +23,70 @@ type Tenant struct {
 	Updated   time.Time `json:"updated"`
 }
 
-// Key is the record of one API key in the keys bucket, stored under its
-// id. Only the SHA-256 digest of the key is kept.
+// Key is the record of one credential in the keys bucket: an API key
+// (stored under its id), an OAuth client (under "c." and its id) or a
+// user (under "u." and the base64url of the user name); see
+// CredentialKey. Secrets are never kept: an API key or client secret as
+// its SHA-256 digest, a password as an argon2id hash.
 type Key struct {
-	ID      string    `json:"id"`
-	Tenant  string    `json:"tenant"`
-	Name    string    `json:"name"`
-	Prefix  string    `json:"prefix"` // displayable start of the key
-	Digest  string    `json:"digest"` // hex SHA-256 of the whole key
-	Created time.Time `json:"created"`
+	ID string `json:"id"` // key id, client id or user name
+	// Kind is "" or "api_key" for an API key, "client" or "user".
+	Kind    string   `json:"kind,omitempty"`
+	Tenant  string   `json:"tenant,omitempty"`  // the one tenant
+	Tenants []string `json:"tenants,omitempty"` // or several
+	Name    string   `json:"name"`
+	Prefix  string   `json:"prefix,omitempty"` // displayable start of an API key
+	Digest  string   `json:"digest,omitempty"` // hex SHA-256 of the whole key or secret
+	// Password is a user's password as an argon2id hash (PHC string).
+	Password string `json:"password,omitempty"`
+	// Type is a user's type: "api_only" or "standard".
+	Type string `json:"type,omitempty"`
+	// Scopes, Modules and Grants limit the credential; nil: all scopes,
+	// every module, no grants.
+	Scopes  []string `json:"scopes,omitempty"`
+	Modules []string `json:"modules,omitempty"`
+	Grants  []string `json:"grants,omitempty"`
+	// Expires, when set, is when the credential stops working.
+	Expires *time.Time `json:"expires,omitempty"`
+	// PrevDigest is the digest of the secret a regeneration replaced,
+	// which keeps working until PrevUntil (rotation with grace).
+	PrevDigest string     `json:"prev_digest,omitempty"`
+	PrevUntil  *time.Time `json:"prev_until,omitempty"`
+	Created    time.Time  `json:"created"`
+	Updated    *time.Time `json:"updated,omitempty"`
+}
+
+// Credential kinds as records name them.
+const (
+	KindAPIKey = "api_key"
+	KindClient = "client"
+	KindUser   = "user"
+)
+
+// CredentialKey returns the bucket key of the credential of kind with id:
+// an API key's id as it is, "c." and a client id, "u." and the unpadded
+// base64url of a user name (user names hold characters bucket keys may
+// not).
+func CredentialKey(kind, id string) string {
+	switch kind {
+	case KindClient:
+		return "c." + id
+	case KindUser:
+		return "u." + base64.RawURLEncoding.EncodeToString([]byte(id))
+	}
+	return id
+}
+
+// ParseCredentialKey is the inverse of CredentialKey.
+func ParseCredentialKey(key string) (kind, id string, ok bool) {
+	switch {
+	case strings.HasPrefix(key, "c."):
+		return KindClient, key[2:], len(key) > 2
+	case strings.HasPrefix(key, "u."):
+		b, err := base64.RawURLEncoding.DecodeString(key[2:])
+		return KindUser, string(b), err == nil && len(b) > 0
+	}
+	return KindAPIKey, key, !strings.Contains(key, ".")
 }
 
 // TenantMirror is an in-memory copy of the tenants bucket, kept by Watch.
