@@ -135,3 +135,36 @@ func ValidID(id string) bool {
 	}
 	return true
 }
+
+// OAuth clients are identified by tgc_ and 16 base62 characters, and
+// authenticate with a secret of tgs_ and 40 (238 bits), of which only
+// SHA-256 is stored.
+const (
+	ClientPrefix    = "tgc_"
+	clientIDLen     = len(ClientPrefix) + 16
+	secretPrefix    = "tgs_"
+	clientSecretLen = 40
+)
+
+// NewClient returns a fresh client id.
+func NewClient() string { return ClientPrefix + NewID(clientIDLen-len(ClientPrefix)) }
+
+// NewClientSecret returns a fresh client secret and the digest to store.
+func NewClientSecret() (secret string, digest [32]byte) {
+	secret = secretPrefix + NewID(clientSecretLen)
+	return secret, sha256.Sum256([]byte(secret))
+}
+
+// ValidClientID reports whether id has the form of a client id. It does
+// not allocate.
+func ValidClientID[T string | []byte](id T) bool {
+	if len(id) != clientIDLen || string(id[:len(ClientPrefix)]) != ClientPrefix {
+		return false
+	}
+	for i := len(ClientPrefix); i < len(id); i++ {
+		if !isBase62[id[i]] {
+			return false
+		}
+	}
+	return true
+}

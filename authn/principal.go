@@ -1,6 +1,12 @@
 package authn
 
-import "github.com/tollgate/tollgate/internal/access"
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/access"
+)
 
 // KindVerifier verifies presented credentials of one kind: API keys
 // today, users' passwords and OAuth tokens as they come.
@@ -12,6 +18,11 @@ type KindVerifier interface {
 // kind of credential.
 type Authenticator struct {
 	byKind [access.KindClient + 1]KindVerifier
+	// Failures, when set, counts failed authentications per client
+	// address; an address that has spent its allowance is refused
+	// (ErrThrottled) before anything is verified, so a flood of bad keys
+	// or passwords reaches neither the store nor the password hash.
+	Failures *Throttle[netip.Addr]
 }
 
 // Register makes v the verifier of kind k.
@@ -20,10 +31,17 @@ func (a *Authenticator) Register(k access.Kind, v KindVerifier) { a.byKind[k] = 
 // Authenticate verifies c with the verifier of its kind. A kind without
 // one is access.ErrUnsupported.
 func (a *Authenticator) Authenticate(c access.Presented) (access.Principal, error) {
+	if d, blocked := a.Failures.Blocked(c.Addr); blocked {
+		return access.Principal{RetryAfter: max(int64((d+time.Second-1)/time.Second), 1)}, access.ErrThrottled
+	}
 	if int(c.Kind) >= len(a.byKind) || a.byKind[c.Kind] == nil {
 		return access.Principal{}, access.ErrUnsupported
 	}
-	return a.byKind[c.Kind].Verify(c)
+	p, err := a.byKind[c.Kind].Verify(c)
+	if err != nil && (errors.Is(err, access.ErrInvalid) || errors.Is(err, access.ErrMalformed)) {
+		a.Failures.Fail(c.Addr)
+	}
+	return p, err
 }
 
 // Verify is the API key verifier: it checks c.Secret as an API key.
@@ -35,15 +53,30 @@ func (v *Verifier) Verify(c access.Presented) (access.Principal, error) {
 	return cr.Principal(), nil
 }
 
-// Principal is who c is. An API key acts for its one tenant, with every
-// scope and module until the credential model holds narrower ones. It
+// Principal is who c is: the tenant it acts for (empty for a credential
+// of several until the request selects one), its scopes and modules. It
 // does not allocate: the strings are c's.
 func (c *Credential) Principal() access.Principal {
-	return access.Principal{
-		Kind:       access.Kind(c.Method),
+	p := access.Principal{
+		Kind:       c.Method,
 		Tenant:     c.Tenant,
+		Tenants:    c.Tenants(),
 		Credential: c.ID,
-		Scopes:     access.AllScopes,
-		Modules:    access.AllModules,
+		Scopes:     c.Scopes,
+		Modules:    c.Modules,
+		Expires:    c.Expires,
 	}
+	// A credential without scopes or modules is not limited by them (an
+	// empty list is refused when one is made).
+	if p.Scopes == 0 {
+		p.Scopes = access.AllScopes
+	}
+	if p.Modules == 0 {
+		p.Modules = access.AllModules
+	}
+	if c.Method == MethodUser || c.Method == MethodClient {
+		p.Subject = c.ID
+		p.SubjectType = c.Type.String()
+	}
+	return p
 }

@@ -9,40 +9,118 @@ import (
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
+	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/shardmap"
 )
 
-// Method says how a credential authenticates. The zero Method matches
-// nothing.
-type Method uint8
+// Method is the kind of a credential: how it is presented and verified.
+type Method = access.Kind
 
-// Authentication methods.
+// The kinds of credential a Set holds.
 const (
-	MethodAPIKey Method = 1 + iota
+	MethodAPIKey = access.KindAPIKey
+	// MethodUser is a user's name and password, presented with HTTP
+	// Basic.
+	MethodUser = access.KindBasic
+	// MethodClient is an OAuth client's id and secret.
+	MethodClient = access.KindClient
 )
 
-// String returns the method's name, as the backend sees it in
-// X-Tollgate-Auth.
-func (m Method) String() string {
-	switch m {
-	case MethodAPIKey:
-		return "api_key"
+// Grants is the set of OAuth2 grants a credential may use at the token
+// endpoint (issue 16).
+type Grants uint8
+
+// Grants.
+const (
+	GrantPassword Grants = 1 << iota
+	GrantClientCredentials
+)
+
+// UserType tells software from people (DESIGN.md scenario 3).
+type UserType uint8
+
+// User types.
+const (
+	UserStandard UserType = 1 + iota
+	UserAPIOnly
+)
+
+// String is the type's name, as the backend sees it.
+func (t UserType) String() string {
+	switch t {
+	case UserStandard:
+		return "standard"
+	case UserAPIOnly:
+		return "api_only"
 	}
 	return ""
 }
 
-// Credential is a verified identity. It is immutable once published in a
-// Set: updates replace the pointer. A million of them are held on every
-// replica, so it is kept to 96 bytes (BenchmarkCredentialMemory).
+// Credential is a verifiable identity of any kind: an API key, an OAuth
+// client or a user. It is immutable once published in a Set: updates
+// replace the pointer. A million of them are held on every replica, so
+// what most credentials need is kept inline (128 bytes, see
+// BenchmarkCredentialMemory) and what few need (several tenants, a
+// password hash, a previous secret in its grace period) behind X.
 type Credential struct {
-	ID     string
+	// ID is the key id, the client id or the user name: what the set is
+	// keyed by.
+	ID string
+	// Tenant is the one tenant the credential acts for; empty when it
+	// may act for several (X.Tenants).
 	Tenant string
 	Name   string
+	// Digest is SHA-256 of an API key or a client secret.
 	Digest [32]byte
 	// Created is when the credential was made, in Unix nanoseconds (0:
 	// unknown); see CreatedAt.
 	Created int64
+	// Expires is when it stops working, in Unix nanoseconds; 0 never.
+	Expires int64
+	// Scopes and Modules limit the credential; 0 is no limit.
+	Scopes  access.Scopes
+	Modules access.Modules
+	X       *Extra
 	Method  Method
+	Grants  Grants
+	Type    UserType
+}
+
+// Extra is what few credentials carry.
+type Extra struct {
+	// Tenants lists the tenants a credential of several may act for.
+	Tenants []string
+	// Password is a user's argon2id hash (PHC string).
+	Password string
+	// PrevDigest is the digest of the secret a regeneration replaced; it
+	// keeps working until PrevUntil (Unix nanoseconds).
+	PrevDigest [32]byte
+	PrevUntil  int64
+}
+
+// Tenants returns the tenants c may act for when it may act for several,
+// else nil.
+func (c *Credential) Tenants() []string {
+	if c.X == nil {
+		return nil
+	}
+	return c.X.Tenants
+}
+
+// Expired reports whether c has expired at now (Unix nanoseconds).
+func (c *Credential) Expired(now int64) bool { return c.Expires != 0 && now >= c.Expires }
+
+// matchSecret compares sum with c's digest, and with the previous one
+// while its grace period lasts, in constant time.
+func (c *Credential) matchSecret(sum *[32]byte, now int64) bool {
+	ok := subtle.ConstantTimeCompare(sum[:], c.Digest[:])
+	if x := c.X; x != nil && x.PrevUntil != 0 {
+		prev := subtle.ConstantTimeCompare(sum[:], x.PrevDigest[:])
+		if now < x.PrevUntil {
+			ok |= prev
+		}
+	}
+	return ok == 1
 }
 
 // UnixNano returns t in Unix nanoseconds, 0 for the zero time (which
@@ -209,11 +287,37 @@ func (v *Verifier) APIKey(key []byte) (*Credential, error) {
 			return nil, err
 		}
 	}
-	sum := sha256.Sum256(key)
-	if c.Method != MethodAPIKey || subtle.ConstantTimeCompare(sum[:], c.Digest[:]) != 1 {
+	return v.check(c, key, MethodAPIKey)
+}
+
+// check verifies secret against c, a credential of kind. An expired
+// credential answers as an unknown one.
+func (v *Verifier) check(c *Credential, secret []byte, kind Method) (*Credential, error) {
+	sum := sha256.Sum256(secret)
+	var now int64
+	if c.Expires != 0 || c.X != nil {
+		now = time.Now().UnixNano()
+	}
+	if c.Method != kind || !c.matchSecret(&sum, now) || c.Expired(now) {
 		return nil, ErrInvalid
 	}
 	return c, nil
+}
+
+// Client verifies an OAuth client's id and secret. For a client in the
+// set it does no I/O and no allocation.
+func (v *Verifier) Client(id, secret []byte) (*Credential, error) {
+	if !ValidClientID(id) || len(secret) == 0 || len(secret) > 128 {
+		return nil, ErrMalformed
+	}
+	c := v.Set.Get(id)
+	if c == nil {
+		var err error
+		if c, err = v.miss(id); err != nil {
+			return nil, err
+		}
+	}
+	return v.check(c, secret, MethodClient)
 }
 
 func (v *Verifier) miss(idb []byte) (*Credential, error) {

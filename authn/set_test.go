@@ -433,10 +433,11 @@ func BenchmarkVerifyAPIKey(b *testing.B) {
 	}
 }
 
-// TestCredentialSize: a credential fits the 96-byte size class, so a
-// million cost 96 MB of structs (BenchmarkCredentialMemory has the rest).
+// TestCredentialSize: a credential of any kind fits the 128-byte size
+// class, so a million cost 128 MB of structs (BenchmarkCredentialMemory
+// has the rest); what only some carry is behind Credential.X.
 func TestCredentialSize(t *testing.T) {
-	if n := unsafe.Sizeof(Credential{}); n > 96 {
-		t.Errorf("Credential is %d bytes, over the 96-byte size class", n)
+	if n := unsafe.Sizeof(Credential{}); n > 128 {
+		t.Errorf("Credential is %d bytes, over the 128-byte size class", n)
 	}
 }

@@ -247,8 +247,8 @@ hwm_kb() {
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
 
-metric() { # metric ADMIN_ADDR NAME: a Prometheus sample's value
-	{ curl -fs --max-time 5 "http://$1/metrics" | awk -v n="$2" '$1 == n {printf "%.0f\n", $2; exit}'; } || true
+metric() { # metric ADMIN_ADDR NAME: a Prometheus sample's value, summed over its labels
+	{ curl -fs --max-time 5 "http://$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2; f = 1} END {if (f) printf "%.0f\n", s}'; } || true
 }
 
 steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/access"
@@ -12,7 +13,8 @@ import (
 
 // authenticate finds the credential the request presents, of one of the
 // kinds in kinds, and verifies it through Options.Authenticate; on failure
-// it has answered (401, or 503 when the store is unreachable).
+// it has answered (401; 429 when the client failed too often; 503 when
+// the store is unreachable).
 func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, kinds access.Kinds) bool {
 	pc, field := t.presented(&ctx.Request.Header, kinds)
 	if pc.Kind == 0 {
@@ -20,18 +22,20 @@ func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, k
 		p.fail(ctx, rs, 401, problems.CodeCredentialMissing, field, "")
 		return false
 	}
+	pc.Addr = remoteAddr(ctx)
 	id, err := p.o.Authenticate(pc)
 	if err != nil {
 		switch {
 		case errors.Is(err, access.ErrStoreUnavailable):
 			p.fail(ctx, rs, 503, problems.CodeStoreUnavailable, "", "")
+		case errors.Is(err, access.ErrThrottled):
+			var buf [24]byte
+			ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], max(id.RetryAfter, 1), 10))
+			p.fail(ctx, rs, 429, problems.CodeTooManyFailures, field, "")
 		case errors.Is(err, access.ErrMalformed):
 			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge(kinds))
 			p.fail(ctx, rs, 401, problems.CodeCredentialMalformed, field, "")
-		case errors.Is(err, access.ErrExpired):
-			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge(kinds))
-			p.fail(ctx, rs, 401, problems.CodeCredentialExpired, field, "")
-		default: // ErrInvalid, ErrUnsupported and anything else
+		default: // ErrInvalid, ErrExpired, ErrUnsupported and anything else: one answer
 			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge(kinds))
 			p.fail(ctx, rs, 401, problems.CodeCredentialInvalid, field, "")
 		}
@@ -43,28 +47,110 @@ func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, k
 
 // authorize decides whether the authenticated principal may make this
 // request on this route, between authentication and admission: it has not
-// expired, it acts for one tenant it may act for, its scopes cover the
-// route's need for the method, and it holds the route's module. On
-// failure it has answered (401 or 403).
-func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, rs *reqState) bool {
+// expired, it acts for one tenant it may act for, its scopes cover what
+// the method needs, and it holds the module of the route or path. On
+// failure it has answered (400, 401 or 403, naming the field at fault).
+func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool {
 	id, r := &rs.id, rs.route
 	if id.Expires != 0 && time.Now().UnixNano() >= id.Expires {
-		p.fail(ctx, rs, 401, problems.CodeCredentialExpired, "", "")
+		// An expired credential answers as an unknown one.
+		ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge(r.auth))
+		p.fail(ctx, rs, 401, problems.CodeCredentialInvalid, "", "")
 		return false
 	}
-	if id.Tenant == "" || !id.MayActFor(id.Tenant) {
-		p.fail(ctx, rs, 403, problems.CodeForbidden, "", "the credential does not name one tenant to act for")
+	if !p.selectTenant(ctx, rs, r.tenantHdr, r.tenantSeg) {
 		return false
 	}
-	if r.scoped && !id.Scopes.Covers(access.MethodScope(ctx.Request.Header.Method())) {
-		p.fail(ctx, rs, 403, problems.CodeForbidden, "", "the credential's scopes do not allow this method")
+	method := ctx.Request.Header.Method()
+	need := access.MethodScope(method)
+	if r.methodScopes != nil {
+		if s, ok := r.methodScopes[string(method)]; ok {
+			need = s
+		}
+	}
+	if !id.Scopes.Covers(need) {
+		p.fail(ctx, rs, 403, problems.CodeForbidden, "scope", "the credential lacks the "+need.String()+" scope")
 		return false
 	}
-	if r.module != 0 && id.Modules&r.module == 0 {
-		p.fail(ctx, rs, 403, problems.CodeForbidden, "", "the credential is not valid for this route's module")
-		return false
+	if id.Modules != access.AllModules {
+		mod, name := r.module, r.moduleName
+		if mod == 0 {
+			mod, name = t.moduleOf(rs.path)
+		}
+		if mod == 0 || id.Modules&mod == 0 {
+			msg := "the credential is limited to modules, and this path is in none"
+			if mod != 0 {
+				msg = "the credential is not valid for module " + name
+			}
+			p.fail(ctx, rs, 403, problems.CodeForbidden, "module", msg)
+			return false
+		}
 	}
 	return true
+}
+
+// selectTenant sets the tenant the request acts for. A credential of
+// several tenants must name one, in the header hdr or the path segment
+// seg; one of a single tenant may, and what it names must be its tenant.
+// A header named twice is refused: the backend must see the tenant that
+// was authorized and no other.
+func (p *Proxy) selectTenant(ctx *fasthttp.RequestCtx, rs *reqState, hdr []byte, seg int) bool {
+	id := &rs.id
+	var named []byte
+	field := "path"
+	if seg > 0 {
+		named = PathSegment(rs.path, seg)
+	} else {
+		field = b2s(hdr)
+		named = ctx.Request.Header.PeekBytes(hdr)
+		if len(named) > 0 && countHeader(&ctx.Request.Header, hdr) > 1 {
+			p.fail(ctx, rs, 400, problems.CodeInvalidField, field, "name the tenant once")
+			return false
+		}
+	}
+	if id.Tenants == nil {
+		if id.Tenant == "" {
+			p.fail(ctx, rs, 403, problems.CodeForbidden, "", "the credential does not name one tenant to act for")
+			return false
+		}
+		if len(named) > 0 && string(named) != id.Tenant {
+			p.fail(ctx, rs, 403, problems.CodeForbidden, field, "the credential may not act for this tenant")
+			return false
+		}
+		return true
+	}
+	if len(named) == 0 {
+		p.fail(ctx, rs, 400, problems.CodeInvalidField, field, "the credential may act for several tenants: name the one this request is for")
+		return false
+	}
+	for _, t := range id.Tenants {
+		if t == string(named) {
+			id.Tenant = t
+			return true
+		}
+	}
+	p.fail(ctx, rs, 403, problems.CodeForbidden, field, "the credential may not act for this tenant")
+	return false
+}
+
+// PathSegment returns the n-th segment of path (1 is the first), or nil.
+// "/api/acme/invoices" has segments api, acme and invoices.
+func PathSegment(path []byte, n int) []byte {
+	for len(path) > 0 && path[0] == '/' {
+		path = path[1:]
+		end := bytes.IndexByte(path, '/')
+		if end < 0 {
+			end = len(path)
+		}
+		if n--; n == 0 {
+			if end == 0 {
+				return nil
+			}
+			return path[:end]
+		}
+		path = path[end:]
+	}
+	return nil
 }
 
 // presented returns the credential the request presents among kinds, and

@@ -86,53 +86,136 @@ func TestStripCredentials(t *testing.T) {
 	}
 }
 
-// TestAuthorize: expiry, tenant selection, method scopes and modules.
+// TestAuthorize: expiry, tenant selection (header, path segment, missing,
+// not allowed, named twice), method scopes with and without a route's
+// override, and modules of the route or of the path.
 func TestAuthorize(t *testing.T) {
 	p := &Proxy{log: zap.NewNop()}
+	inv, exp := access.ModuleNamed("test-invoices"), access.ModuleNamed("test-expenses")
+	tab := &table{modules: []modulePrefix{{prefix: []byte("/api/invoices"), name: "test-invoices", bit: inv},
+		{prefix: []byte("/api/expenses"), name: "test-expenses", bit: exp}}}
 	base := access.Principal{Kind: access.KindAPIKey, Tenant: "acme", Credential: "K", Scopes: access.AllScopes, Modules: access.AllModules}
-	read := base
-	read.Scopes = access.ScopeRead
-	expired := base
-	expired.Expires = time.Now().Add(-time.Second).UnixNano()
-	later := base
-	later.Expires = time.Now().Add(time.Hour).UnixNano()
-	several := base
-	several.Tenant, several.Tenants = "", []string{"a", "b"}
-	chosen := several
-	chosen.Tenant = "b"
-	stranger := several
-	stranger.Tenant = "c"
-	invoices := base
-	invoices.Modules = 1 << 2
-	plain := &route{}
-	scoped := &route{scoped: true}
-	module3 := &route{module: 1 << 3}
-	tests := []struct {
+	with := func(f func(p *access.Principal)) access.Principal { c := base; f(&c); return c }
+	read := with(func(p *access.Principal) { p.Scopes = access.ScopeRead })
+	crud := map[string]access.Principal{
+		"CREATE": with(func(p *access.Principal) { p.Scopes = access.ScopeCreate }),
+		"READ":   read,
+		"UPDATE": with(func(p *access.Principal) { p.Scopes = access.ScopeUpdate }),
+		"DELETE": with(func(p *access.Principal) { p.Scopes = access.ScopeDelete }),
+	}
+	expired := with(func(p *access.Principal) { p.Expires = time.Now().Add(-time.Second).UnixNano() })
+	later := with(func(p *access.Principal) { p.Expires = time.Now().Add(time.Hour).UnixNano() })
+	several := with(func(p *access.Principal) { p.Tenant, p.Tenants = "", []string{"a", "b"} })
+	invoices := with(func(p *access.Principal) { p.Modules = inv | access.ModuleNone })
+	plain := &route{tenantHdr: []byte("X-Tenant")}
+	company := &route{tenantHdr: []byte("X-Company")}
+	segment := &route{tenantSeg: 2}
+	search := &route{tenantHdr: []byte("X-Tenant"), methodScopes: map[string]access.Scopes{"POST": access.ScopeRead}}
+	invRoute := &route{tenantHdr: []byte("X-Tenant"), module: inv, moduleName: "test-invoices"}
+	type tc struct {
 		name   string
 		id     access.Principal
 		r      *route
 		method string
-		status int // 0: authorized
-	}{
-		{"plain", base, plain, "POST", 0},
-		{"expired", expired, plain, "GET", 401},
-		{"not yet expired", later, plain, "GET", 0},
-		{"several tenants, none chosen", several, plain, "GET", 403},
-		{"several tenants, one chosen", chosen, plain, "GET", 0},
-		{"a tenant not its own", stranger, plain, "GET", 403},
-		{"read scope reads", read, scoped, "GET", 0},
-		{"read scope cannot create", read, scoped, "POST", 403},
-		{"read scope on an unscoped route", read, plain, "DELETE", 0},
-		{"wrong module", invoices, module3, "GET", 403},
-		{"all modules", base, module3, "GET", 0},
+		path   string
+		hdrs   []string
+		status int    // 0: authorized
+		field  string // of the refusal
+		tenant string // chosen, when authorized
+	}
+	tests := []tc{
+		{name: "plain", id: base, r: plain, method: "POST", tenant: "acme"},
+		{name: "expired", id: expired, r: plain, method: "GET", status: 401},
+		{name: "not yet expired", id: later, r: plain, method: "GET", tenant: "acme"},
+		{name: "own tenant named", id: base, r: plain, method: "GET", hdrs: []string{"X-Tenant: acme"}, tenant: "acme"},
+		{name: "other tenant named", id: base, r: plain, method: "GET", hdrs: []string{"X-Tenant: beta"}, status: 403, field: "X-Tenant"},
+		{name: "several, none named", id: several, r: plain, method: "GET", status: 400, field: "X-Tenant"},
+		{name: "several, one named", id: several, r: plain, method: "GET", hdrs: []string{"X-Tenant: b"}, tenant: "b"},
+		{name: "several, named twice", id: several, r: plain, method: "GET", hdrs: []string{"X-Tenant: b", "X-Tenant: c"}, status: 400, field: "X-Tenant"},
+		{name: "several, not allowed", id: several, r: plain, method: "GET", hdrs: []string{"X-Tenant: c"}, status: 403, field: "X-Tenant"},
+		{name: "several, configured header", id: several, r: company, method: "GET", hdrs: []string{"X-Company: a"}, tenant: "a"},
+		{name: "several, default header on a configured route", id: several, r: company, method: "GET", hdrs: []string{"X-Tenant: a"}, status: 400, field: "X-Company"},
+		{name: "several, path segment", id: several, r: segment, method: "GET", path: "/api/b/invoices", tenant: "b"},
+		{name: "several, path segment not allowed", id: several, r: segment, method: "GET", path: "/api/c/invoices", status: 403, field: "path"},
+		{name: "several, path too short", id: several, r: segment, method: "GET", path: "/api", status: 400, field: "path"},
+		{name: "one, path segment its own", id: base, r: segment, method: "GET", path: "/api/acme/x", tenant: "acme"},
+		{name: "one, path segment another", id: base, r: segment, method: "GET", path: "/api/beta/x", status: 403, field: "path"},
+		{name: "search: POST needs READ", id: read, r: search, method: "POST", tenant: "acme"},
+		{name: "search: PUT still UPDATE", id: read, r: search, method: "PUT", status: 403, field: "scope"},
+		{name: "module of the route", id: invoices, r: invRoute, method: "GET", path: "/anything", tenant: "acme"},
+		{name: "module of the path", id: invoices, r: plain, method: "GET", path: "/api/invoices/7", tenant: "acme"},
+		{name: "another module's path", id: invoices, r: plain, method: "GET", path: "/api/expenses/7", status: 403, field: "module"},
+		{name: "a path in no module", id: invoices, r: plain, method: "GET", path: "/api/status", status: 403, field: "module"},
+		{name: "all modules", id: base, r: invRoute, method: "GET", path: "/api/expenses", tenant: "acme"},
+	}
+	// Every scope against every method.
+	methods := map[string]string{"GET": "READ", "HEAD": "READ", "OPTIONS": "READ", "POST": "CREATE", "PUT": "UPDATE", "PATCH": "UPDATE", "DELETE": "DELETE"}
+	for scope, id := range crud {
+		for m, need := range methods {
+			c := tc{name: scope + " " + m, id: id, r: plain, method: m, tenant: "acme"}
+			if need != scope {
+				c.status, c.field, c.tenant = 403, "scope", ""
+			}
+			tests = append(tests, c)
+		}
+		tests = append(tests, tc{name: scope + " PROPFIND", id: id, r: plain, method: "PROPFIND", status: 403, field: "scope"})
 	}
 	for _, tt := range tests {
 		var ctx fasthttp.RequestCtx
 		ctx.Request.Header.SetMethod(tt.method)
-		rs := &reqState{route: tt.r, id: tt.id}
-		ok := p.authorize(&ctx, rs)
-		if got := ctx.Response.StatusCode(); ok != (tt.status == 0) || !ok && got != tt.status {
+		for _, h := range tt.hdrs {
+			k, v, _ := strings.Cut(h, ": ")
+			ctx.Request.Header.Add(k, v)
+		}
+		if tt.path == "" {
+			tt.path = "/"
+		}
+		rs := &reqState{route: tt.r, id: tt.id, path: []byte(tt.path)}
+		ok := p.authorize(&ctx, tab, rs)
+		got := ctx.Response.StatusCode()
+		if ok != (tt.status == 0) || !ok && got != tt.status {
 			t.Errorf("%s: authorized %v, status %d; want status %d", tt.name, ok, got, tt.status)
+			continue
+		}
+		if ok && rs.id.Tenant != tt.tenant {
+			t.Errorf("%s: tenant %q, want %q", tt.name, rs.id.Tenant, tt.tenant)
+		}
+		if !ok && tt.field != "" && !strings.Contains(string(ctx.Response.Body()), `"field":"`+tt.field+`"`) {
+			t.Errorf("%s: body %s does not name field %s", tt.name, ctx.Response.Body(), tt.field)
 		}
 	}
+}
+
+// FuzzPathSegment: any path, any n, never a panic, and what it returns is
+// a segment of the path without a slash.
+func FuzzPathSegment(f *testing.F) {
+	f.Add("/api/acme/invoices", 2)
+	f.Add("//x//", 1)
+	f.Add("", 0)
+	f.Fuzz(func(t *testing.T, path string, n int) {
+		s := PathSegment([]byte(path), n)
+		if s != nil && (strings.Contains(string(s), "/") || !strings.Contains(path, "/"+string(s))) {
+			t.Fatalf("PathSegment(%q, %d) = %q", path, n, s)
+		}
+	})
+}
+
+// FuzzSelectTenant: whatever a client puts in the tenant header, the
+// request is authorized only for a tenant the credential may act for.
+func FuzzSelectTenant(f *testing.F) {
+	p := &Proxy{log: zap.NewNop()}
+	f.Add("a", "")
+	f.Add("b", "b")
+	f.Add("a\x00", "c")
+	f.Fuzz(func(t *testing.T, h1, h2 string) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.Set("X-Tenant", h1)
+		if h2 != "" {
+			ctx.Request.Header.Add("X-Tenant", h2)
+		}
+		rs := &reqState{route: &route{}, id: access.Principal{Tenants: []string{"a", "b"}}, path: []byte("/")}
+		if p.selectTenant(&ctx, rs, []byte("X-Tenant"), 0) && rs.id.Tenant != "a" && rs.id.Tenant != "b" {
+			t.Fatalf("chose %q", rs.id.Tenant)
+		}
+	})
 }

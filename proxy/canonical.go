@@ -156,6 +156,8 @@ const (
 	ownAuthorization                   // Authorization
 	ownForwarded                       // Forwarded or an X-Forwarded-For, -Proto or -Host
 	ownExpect                          // Expect
+	ownUser                            // headers.user or headers.user_type
+	ownScopes                          // headers.scopes
 )
 
 // checkHead reads the raw header lines, once, for what fasthttp's parser
@@ -229,6 +231,10 @@ func (t *table) checkHead(h *fasthttp.RequestHeader) (owned, string, string) {
 			o |= ownForwarded
 		case eqName(name, hExpect):
 			o |= ownExpect
+		case eqName(name, t.hUser) || eqName(name, t.hUserType):
+			o |= ownUser
+		case eqName(name, t.hScopes):
+			o |= ownScopes
 		}
 	}
 	if te && cl {

@@ -33,6 +33,8 @@ type SelfServiceKind uint8
 const (
 	SelfUsage SelfServiceKind = 1 + iota
 	SelfLimitRequests
+	// SelfTenants lists the tenants the credential may act for.
+	SelfTenants
 )
 
 // Options configure a Proxy. The hooks take and return the types of
@@ -287,6 +289,8 @@ func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting
 			kind = SelfUsage
 		} else if len(t.selfReqs) > 0 && bytes.Equal(rs.path, t.selfReqs) {
 			kind = SelfLimitRequests
+		} else if len(t.selfTens) > 0 && bytes.Equal(rs.path, t.selfTens) {
+			kind = SelfTenants
 		}
 		if kind != 0 {
 			if !expecting {
@@ -311,7 +315,11 @@ func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting
 		p.fail(ctx, rs, 501, problems.CodeUpgradeRefused, "Upgrade", "")
 		return false
 	}
-	if rs.route.auth != 0 && (!p.authenticate(ctx, t, rs, rs.route.auth) || !p.authorize(ctx, rs)) {
+	if rs.route.requireTLS && !secure(ctx, t) {
+		p.fail(ctx, rs, 403, problems.CodeTLSRequired, "", "")
+		return false
+	}
+	if rs.route.auth != 0 && (!p.authenticate(ctx, t, rs, rs.route.auth) || !p.authorize(ctx, t, rs)) {
 		return false
 	}
 	return true
@@ -340,7 +348,16 @@ func (p *Proxy) expect(ctx *fasthttp.RequestCtx) int {
 // selfService serves a tenant's own usage and limit requests. It needs
 // the tenant's credential and does not count against the quota.
 func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, kind SelfServiceKind) {
+	if t.selfTLS && !secure(ctx, t) && ParseAuthorization(ctx.Request.Header.PeekBytes(hAuthorization), schemeBasic) != nil {
+		p.fail(ctx, rs, 403, problems.CodeTLSRequired, "", "")
+		return
+	}
 	if !p.authenticate(ctx, t, rs, t.selfAuth) {
+		return
+	}
+	// Usage and limit requests are a tenant's: a credential of several
+	// names one as on a route (the X-Tenant header).
+	if kind != SelfTenants && !p.selectTenant(ctx, rs, tenantHeader, 0) {
 		return
 	}
 	var body []byte
@@ -495,11 +512,25 @@ func (p *Proxy) prepare(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	if rs.owned&ownAuth != 0 {
 		req.Header.DelBytes(t.hAuth)
 	}
+	if rs.owned&ownUser != 0 {
+		req.Header.DelBytes(t.hUser)
+		req.Header.DelBytes(t.hUserType)
+	}
+	if rs.owned&ownScopes != 0 {
+		req.Header.DelBytes(t.hScopes)
+	}
 	if rs.route.auth != 0 {
 		t.stripCredentials(&req.Header, rs.route.auth, rs.owned&ownAuthorization != 0)
 		req.Header.SetCanonical(t.hTenant, s2b(rs.id.Tenant))
 		req.Header.SetCanonical(t.hCred, s2b(rs.id.Credential))
 		req.Header.SetCanonical(t.hAuth, s2b(rs.id.Kind.String()))
+		req.Header.SetCanonical(t.hScopes, s2b(rs.id.Scopes.String()))
+		if rs.id.Subject != "" {
+			req.Header.SetCanonical(t.hUser, s2b(rs.id.Subject))
+		}
+		if rs.id.SubjectType != "" {
+			req.Header.SetCanonical(t.hUserType, s2b(rs.id.SubjectType))
+		}
 	}
 	p.setForwarded(ctx, t, rs.owned&ownForwarded != 0)
 	// We answered any Expect: 100-continue ourselves (fasthttp does, as it
@@ -771,6 +802,26 @@ func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, t *table, sent bool) {
 		h.DelBytes(hXFHost)
 		h.SetCanonical(hXFHost, h.Host())
 	}
+}
+
+var tenantHeader = []byte(defaultTenantHeader)
+
+// secure reports whether the request came over TLS: to this listener, or
+// to a trusted proxy in front of it that says so in X-Forwarded-Proto.
+func secure(ctx *fasthttp.RequestCtx, t *table) bool {
+	if ctx.IsTLS() {
+		return true
+	}
+	if len(t.trusted) == 0 {
+		return false
+	}
+	ip := remoteAddr(ctx)
+	for _, n := range t.trusted {
+		if n.Contains(ip) {
+			return string(ctx.Request.Header.PeekBytes(hXFProto)) == "https" && countHeader(&ctx.Request.Header, hXFProto) == 1
+		}
+	}
+	return false
 }
 
 func scheme(ctx *fasthttp.RequestCtx) []byte {

@@ -25,10 +25,35 @@ type table struct {
 	hAuth     []byte
 	hReqID    []byte
 	trusted   []netip.Prefix
+	hUser     []byte
+	hUserType []byte
+	hScopes   []byte
 	selfUsage []byte
 	selfReqs  []byte
+	selfTens  []byte
 	selfAuth  access.Kinds // what authenticates on the self-service paths
-	cfg       *config.Config
+	// selfTLS refuses Basic on the self-service paths in clear text, as
+	// a route accepting basic does by default.
+	selfTLS bool
+	// modules are the module prefixes, longest first.
+	modules []modulePrefix
+	cfg     *config.Config
+}
+
+type modulePrefix struct {
+	prefix []byte
+	name   string
+	bit    access.Modules
+}
+
+// moduleOf returns the module whose prefix path matches, if any.
+func (t *table) moduleOf(path []byte) (access.Modules, string) {
+	for _, m := range t.modules {
+		if hasPathPrefix(path, m.prefix) {
+			return m.bit, m.name
+		}
+	}
+	return 0, ""
 }
 
 type route struct {
@@ -38,14 +63,19 @@ type route struct {
 	stripPrefix bool
 	cost        int64
 	auth        access.Kinds // the credentials the route accepts; 0: an open route
-	scoped      bool         // the credential's scopes must cover the method's class
-	module      access.Modules
-	upstream    *upstream
-	normalize   bool
-	rfc9457     bool
-	errMaxBody  int
-	maxBody     int
-	upgrade     bool
+	// methodScopes overrides the scope a method needs.
+	methodScopes map[string]access.Scopes
+	module       access.Modules // 0: the module of the path, if any
+	moduleName   string
+	tenantHdr    []byte // where a request names its tenant: a header,
+	tenantSeg    int    // or a path segment (1 is the first)
+	requireTLS   bool
+	upstream     *upstream
+	normalize    bool
+	rfc9457      bool
+	errMaxBody   int
+	maxBody      int
+	upgrade      bool
 }
 
 type upstream struct {
@@ -64,16 +94,31 @@ type upstream struct {
 
 func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) (*table, error) {
 	t := &table{cfg: c,
-		selfUsage: []byte(c.SelfService.Usage), selfReqs: []byte(c.SelfService.LimitRequests)}
+		selfUsage: []byte(c.SelfService.Usage), selfReqs: []byte(c.SelfService.LimitRequests), selfTens: []byte(c.SelfService.Tenants)}
+	for name, prefixes := range c.Modules {
+		bit := access.ModuleNamed(name)
+		for _, pfx := range prefixes {
+			t.modules = append(t.modules, modulePrefix{prefix: []byte(pfx), name: name, bit: bit})
+		}
+	}
+	sort.SliceStable(t.modules, func(i, j int) bool {
+		a, b := t.modules[i], t.modules[j]
+		if len(a.prefix) != len(b.prefix) {
+			return len(a.prefix) > len(b.prefix)
+		}
+		return a.name < b.name
+	})
 	for _, h := range c.Auth.APIKey.Headers {
 		t.apiKeyHdr = append(t.apiKeyHdr, []byte(h))
 	}
 	if c.Auth.APIKey.AuthorizationScheme != "" {
 		t.authzSch = []byte(c.Auth.APIKey.AuthorizationScheme)
 	}
-	t.selfAuth = t.selfAuth.With(access.KindAPIKey)
+	t.selfAuth = t.selfAuth.With(access.KindAPIKey).With(access.KindBasic)
+	t.selfTLS = (&config.Route{Auth: []string{"basic"}}).RequiresTLS(c.Listen)
 	t.hTenant, t.hCred, t.hAuth, t.hReqID = []byte(c.Headers.Tenant), []byte(c.Headers.Credential),
 		[]byte(c.Headers.AuthMethod), []byte(c.Headers.RequestID)
+	t.hUser, t.hUserType, t.hScopes = []byte(c.Headers.User), []byte(c.Headers.UserType), []byte(c.Headers.Scopes)
 	t.trusted = append(t.trusted, c.TrustedNets...)
 	ups := map[string]*upstream{}
 	for name, u := range c.Upstreams {
@@ -103,6 +148,15 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 		for _, a := range r.Auth {
 			rt.auth = rt.auth.With(access.KindNamed(a))
 		}
+		rt.methodScopes = r.MethodScopes
+		if r.Module != "" {
+			rt.module, rt.moduleName = access.ModuleNamed(r.Module), r.Module
+		}
+		rt.tenantHdr, rt.tenantSeg = []byte(defaultTenantHeader), r.TenantFrom.PathSegment
+		if r.TenantFrom.Header != "" {
+			rt.tenantHdr = []byte(r.TenantFrom.Header)
+		}
+		rt.requireTLS = r.RequiresTLS(c.Listen)
 		t.routes = append(t.routes, rt)
 	}
 	sort.SliceStable(t.routes, func(i, j int) bool {
@@ -114,6 +168,10 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 	})
 	return t, nil
 }
+
+// defaultTenantHeader is where a request names the tenant it acts for
+// when its credential may act for several and the route says nothing.
+const defaultTenantHeader = "X-Tenant"
 
 func (t *table) upstreamNamed(name string) *upstream {
 	for _, r := range t.routes {

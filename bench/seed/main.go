@@ -1,5 +1,6 @@
 // Command seed fills a running tollgate's store for the scale benchmarks:
-// it writes tenants and API keys straight into the NATS KV buckets
+// it writes tenants and credentials (API keys, and with -users and
+// -clients users and OAuth clients) straight into the NATS KV buckets
 // (tollgate_tenants, tollgate_keys) in the record format of
 // internal/store, with asynchronous JetStream publishes, which is far
 // faster than one admin API call per key. tollgate must expose its
@@ -11,6 +12,17 @@
 // Keys are spread round-robin over the tenants. The first -keys-out-max
 // keys are written to -keys-out, one a line (the only copy of the secrets).
 // With -gen N it only prints N fresh keys (for nginx's key map) and exits.
+//
+// Users (-users N) are named <prefix>-user-<n> (n from 0: a second run
+// with the same -prefix rewrites the same users), of type api_only, each
+// of one tenant (round-robin), and all have the password -user-password,
+// whose argon2id hash is computed once at start with small parameters
+// (t=1, m=64 KiB, p=1: a valid hash that is quick to check). Clients
+// (-clients N) get a fresh client id and the digest of a fresh secret
+// (not kept: no one can authenticate as them), the client_credentials
+// grant, and tenants round-robin.
+//
+//	seed -nats nats://127.0.0.1:14222 -tenants 1000 -keys 800000 -users 100000 -clients 100000
 package main
 
 import (
@@ -18,6 +30,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -44,6 +57,9 @@ func main() {
 		deadline = flag.Duration("timeout", 10*time.Minute, "give up after this long")
 		writeTen = flag.Bool("write-tenants", true, "write the tenant records (false: only keys, for tenants seeded before)")
 		gen      = flag.Int("gen", 0, "only print this many fresh keys, one a line, and exit (no NATS)")
+		users    = flag.Int("users", 0, "users to create (type api_only, one tenant each, round-robin)")
+		userPass = flag.String("user-password", "bench-password", "the password of every user")
+		clients  = flag.Int("clients", 0, "OAuth clients to create (random secret digest), spread round-robin over the tenants")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -60,8 +76,19 @@ func main() {
 		}
 		return
 	}
-	if *tenants < 1 || *keys < 0 {
-		log.Fatal("want -tenants >= 1 and -keys >= 0")
+	if *tenants < 1 || *keys < 0 || *users < 0 || *clients < 0 {
+		log.Fatal("want -tenants >= 1 and -keys, -users, -clients >= 0")
+	}
+	var phc string
+	if *users > 0 {
+		if len(*userPass) < 8 || len(*userPass) > authn.MaxPassword {
+			log.Fatalf("-user-password: want 8-%d bytes", authn.MaxPassword)
+		}
+		var err error
+		phc, err = authn.NewHasher(authn.Argon2Params{Time: 1, Memory: 64, Threads: 1}, 1).Hash(context.Background(), []byte(*userPass))
+		if err != nil {
+			log.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *deadline)
 	defer cancel()
@@ -118,7 +145,7 @@ func main() {
 			if err == nil {
 				return
 			}
-			if err != jetstream.ErrTooManyStalledMsgs {
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 				log.Fatalf("publish %s: %v", key, err)
 			}
 		}
@@ -141,6 +168,27 @@ func main() {
 			log.Fatal("timed out")
 		}
 	}
+	for j := 0; j < *users; j++ {
+		name := fmt.Sprintf("%s-user-%07d", *prefix, j)
+		publish(store.BucketKeys, store.CredentialKey(store.KindUser, name), &store.Key{
+			ID: name, Kind: store.KindUser, Type: "api_only", Tenant: tenantID(j % *tenants),
+			Password: phc, Created: now,
+		})
+		if ctx.Err() != nil {
+			log.Fatal("timed out")
+		}
+	}
+	for j := 0; j < *clients; j++ {
+		id := authn.NewClient()
+		_, digest := authn.NewClientSecret()
+		publish(store.BucketKeys, store.CredentialKey(store.KindClient, id), &store.Key{
+			ID: id, Kind: store.KindClient, Tenant: tenantID(j % *tenants), Name: fmt.Sprintf("bench-client-%d", j),
+			Digest: hex.EncodeToString(digest[:]), Grants: []string{"client_credentials"}, Created: now,
+		})
+		if ctx.Err() != nil {
+			log.Fatal("timed out")
+		}
+	}
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-ctx.Done():
@@ -154,6 +202,11 @@ func main() {
 	if !*writeTen {
 		nt = 0
 	}
-	fmt.Printf("seeded %d tenants and %d keys in %.1fs (%.0f records/s)\n",
-		nt, *keys, el.Seconds(), float64(nt+*keys)/el.Seconds())
+	if *users == 0 && *clients == 0 {
+		fmt.Printf("seeded %d tenants and %d keys in %.1fs (%.0f records/s)\n",
+			nt, *keys, el.Seconds(), float64(nt+*keys)/el.Seconds())
+		return
+	}
+	fmt.Printf("seeded %d tenants, %d keys, %d users and %d clients in %.1fs (%.0f records/s)\n",
+		nt, *keys, *users, *clients, el.Seconds(), float64(nt+*keys+*users+*clients)/el.Seconds())
 }

@@ -4,7 +4,8 @@
 // admission. authn produces Principals, the proxy routes, authorizes and
 // forwards with them, the limiter takes and returns Decisions, and
 // internal/app wires them together: none of them converts the others'
-// types. It holds plain types and sentinels only and imports nothing of
+// types. It holds plain types, sentinels and the numbering of module
+// names, and imports nothing of
 // the module, so every package may import it.
 package access
 
@@ -12,6 +13,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"net/netip"
+	"sync"
 )
 
 // Kind is the kind of a credential: how it is presented and verified.
@@ -110,6 +113,81 @@ type Modules uint64
 // AllModules is the module set of a credential not limited to modules.
 const AllModules = ^Modules(0)
 
+// ModuleNone is a bit no module is numbered with: a credential limited to
+// modules holds it, so that one whose modules could not be numbered is
+// limited to none rather than to all.
+const ModuleNone Modules = 1 << 63
+
+// modules numbers module names for the process's lifetime, so that the
+// bits of a credential's Modules mean the same module across reloads of
+// the configuration.
+var modules struct {
+	sync.Mutex
+	bits map[string]Modules
+}
+
+// ModuleNamed returns the bit of the module called name, numbering it on
+// first use. It returns 0 once 63 names have been numbered: a credential
+// limited to such a module then holds none of it, and is refused there
+// (fails closed). Not for the request path: it takes a lock.
+func ModuleNamed(name string) Modules {
+	modules.Lock()
+	defer modules.Unlock()
+	if b, ok := modules.bits[name]; ok {
+		return b
+	}
+	if len(modules.bits) >= 63 {
+		return 0
+	}
+	if modules.bits == nil {
+		modules.bits = map[string]Modules{}
+	}
+	b := Modules(1) << len(modules.bits)
+	modules.bits[name] = b
+	return b
+}
+
+// ModuleNames returns the names of the modules in m, in numbering order.
+func ModuleNames(m Modules) []string {
+	modules.Lock()
+	defer modules.Unlock()
+	var out []string
+	for i := 0; i < 64; i++ {
+		if m&(1<<i) == 0 {
+			continue
+		}
+		for name, b := range modules.bits {
+			if b == 1<<i {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
+// scopeText is the X-Tollgate-Scopes value of each set of the four
+// method classes, built once so that the request path does not.
+var scopeText = func() (t [16]string) {
+	names := [...]string{"CREATE", "READ", "UPDATE", "DELETE"}
+	for s := range t {
+		var b []byte
+		for i, n := range names {
+			if s&(1<<i) != 0 {
+				if len(b) > 0 {
+					b = append(b, ' ')
+				}
+				b = append(b, n...)
+			}
+		}
+		t[s] = string(b)
+	}
+	return t
+}()
+
+// String lists the method classes of s, space-separated as OAuth scopes
+// are ("CREATE READ"). It does not allocate.
+func (s Scopes) String() string { return scopeText[s&0xf] }
+
 // Principal is who a verified credential is and what it may do. It is
 // built by a verifier without allocating (its strings point into the
 // verified credential, which is immutable) and passed by value.
@@ -128,11 +206,17 @@ type Principal struct {
 	// Subject is the user name or client id behind the credential, when
 	// there is one (Basic, Bearer).
 	Subject string
-	Scopes  Scopes
-	Modules Modules
+	// SubjectType is the user's type ("api_only" or "standard") when
+	// Subject is a user.
+	SubjectType string
+	Scopes      Scopes
+	Modules     Modules
 	// Expires is when the credential stops being valid, in Unix
 	// nanoseconds; 0 never.
 	Expires int64
+	// RetryAfter, with ErrThrottled, is how many seconds the client
+	// should wait before it authenticates again.
+	RetryAfter int64
 }
 
 // MayActFor reports whether p may act for tenant.
@@ -152,6 +236,9 @@ func (p *Principal) MayActFor(tenant string) bool {
 // verified. Its slices are valid only while the request is served.
 type Presented struct {
 	Kind Kind
+	// Addr is the client's address, which failed authentications are
+	// counted against.
+	Addr netip.Addr
 	// Secret is the key or the token; for Basic, the base64 token of
 	// "user:password" as sent, which the verifier decodes with
 	// DecodeBasic into storage of its own.
@@ -188,6 +275,9 @@ var (
 	ErrInvalid = errors.New("access: invalid credential")
 	// ErrExpired: the credential has expired.
 	ErrExpired = errors.New("access: credential expired")
+	// ErrThrottled: the client address or user name failed to
+	// authenticate too often; Principal.RetryAfter says when to retry.
+	ErrThrottled = errors.New("access: too many failed authentications")
 	// ErrUnsupported: no verifier for this kind of credential.
 	ErrUnsupported = errors.New("access: credential kind not supported")
 	// ErrStoreUnavailable: the credential store could not be reached to

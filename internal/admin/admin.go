@@ -32,7 +32,14 @@ type Options struct {
 	Tenants *store.TenantMirror
 	// LimitRequests mirrors the limit-requests bucket.
 	LimitRequests *store.JSONMirror[store.LimitRequest]
-	Credentials   *authn.Set
+	// Credentials, Users and Clients are this replica's credential sets
+	// (API keys, users, OAuth clients): lists read them, and writes are
+	// applied to them at once.
+	Credentials *authn.Set
+	Users       *authn.Set
+	Clients     *authn.Set
+	// Hasher hashes users' passwords.
+	Hasher *authn.Hasher
 	// Usage reads a tenant's usage in the current period.
 	Usage func(ctx context.Context, tenant string) (limiter.Usage, error)
 	// Config returns the configuration in force.
@@ -104,7 +111,19 @@ func New(o Options) *API {
 	a.handle("DELETE /v1/tenants/{id}", a.deleteTenant)
 	a.handle("POST /v1/tenants/{id}/keys", a.createKey)
 	a.handle("GET /v1/tenants/{id}/keys", a.listKeys)
+	a.handle("GET /v1/tenants/{id}/keys/{key}", a.getKey)
 	a.handle("DELETE /v1/tenants/{id}/keys/{key}", a.deleteKey)
+	a.handle("POST /v1/tenants/{id}/clients", a.createClient)
+	a.handle("GET /v1/tenants/{id}/clients", a.listClients)
+	a.handle("GET /v1/tenants/{id}/clients/{client}", a.getClient)
+	a.handle("DELETE /v1/tenants/{id}/clients/{client}", a.deleteClient)
+	a.handle("POST /v1/tenants/{id}/clients/{client}/regenerate", a.regenerateClient)
+	a.handle("POST /v1/users", a.createUser)
+	a.handle("GET /v1/users", a.listUsers)
+	a.handle("GET /v1/users/{username}", a.getUser)
+	a.handle("PATCH /v1/users/{username}", a.patchUser)
+	a.handle("DELETE /v1/users/{username}", a.deleteUser)
+	a.handle("POST /v1/users/{username}/password", a.setPassword)
 	a.handle("POST /v1/tenants/{id}/keys/{key}/regenerate", a.regenerateKey)
 	a.handle("GET /v1/tenants/{id}/usage", a.usage)
 	a.handle("POST /v1/tenants/{id}/limit-requests", a.createLimitRequest)

@@ -3,7 +3,9 @@ package admin
 import (
 	"errors"
 	"net/http"
+	"slices"
 
+	"github.com/tollgate/tollgate/authn"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/problems"
 	"github.com/tollgate/tollgate/internal/store"
@@ -149,12 +151,21 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := a.ctx(r)
 	defer cancel()
-	// Keys first, so no key outlives its tenant.
-	for _, k := range a.keysOf(t.ID) {
-		if err := store.Delete(ctx, a.o.Store.Keys, k.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return storeErr(err)
+	// Credentials first, so none outlives its tenant: its keys and
+	// clients, its users of no other tenant; users of several lose it.
+	for kind, set := range map[string]*authn.Set{store.KindAPIKey: a.o.Credentials, store.KindClient: a.o.Clients, store.KindUser: a.o.Users} {
+		for _, c := range a.credsOf(set, t.ID) {
+			if kind == store.KindUser && len(c.Tenants) > 1 {
+				if err := a.dropTenant(r, c.ID, t.ID); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := store.Delete(ctx, a.o.Store.Keys, store.CredentialKey(kind, c.ID)); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return storeErr(err)
+			}
+			set.Delete(c.ID)
 		}
-		a.o.Credentials.Delete(k.ID)
 	}
 	if err := store.Delete(ctx, a.o.Store.Tenants, t.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return storeErr(err)
@@ -162,6 +173,26 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	a.o.Tenants.Set(t.ID, nil)
 	w.WriteHeader(204)
 	return nil
+}
+
+// dropTenant removes tenant from the tenants of user.
+func (a *API) dropTenant(r *http.Request, user, tenant string) error {
+	for try := 0; try < 5; try++ {
+		k, rev, err := a.record(r, store.KindUser, user, "", problems.New(404, problems.CodeNotFound, "", ""))
+		if err != nil {
+			return nil // gone meanwhile
+		}
+		k.Tenants = slices.DeleteFunc(k.Tenants, func(t string) bool { return t == tenant })
+		if len(k.Tenants) == 1 {
+			k.Tenant, k.Tenants = k.Tenants[0], nil
+		}
+		if _, err := a.update(r, store.KindUser, k, rev); err == nil {
+			return nil
+		} else if pe := problems.From(err); pe.Status != 409 {
+			return err
+		}
+	}
+	return problems.New(409, problems.CodeConflict, "", "a user of the tenant kept changing; retry")
 }
 
 func (a *API) usage(w http.ResponseWriter, r *http.Request) error {

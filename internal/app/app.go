@@ -58,16 +58,23 @@ type App struct {
 	level    zap.AtomicLevel
 	o        Options
 	store    *store.Store
-	creds    *authn.Set
-	verifier *authn.Verifier
-	authn    authn.Authenticator // one verifier per kind of credential
-	tenants  *store.TenantMirror
-	requests *store.JSONMirror[store.LimitRequest]
-	adminAPI *admin.API
-	quotas   *limiter.Quotas
-	proxy    *proxy.Proxy
-	access   *proxy.AccessLog
-	ready    atomic.Bool
+	creds    *authn.Set // API keys
+	users    *authn.Set
+	clients  *authn.Set
+	verifier *authn.Verifier // API keys
+	// clientVerifier checks OAuth clients' secrets (the token endpoint).
+	clientVerifier *authn.Verifier
+	userVerifier   *authn.UserVerifier
+	hasher         *authn.Hasher
+	lookups        *prometheus.CounterVec
+	authn          authn.Authenticator // one verifier per kind of credential
+	tenants        *store.TenantMirror
+	requests       *store.JSONMirror[store.LimitRequest]
+	adminAPI       *admin.API
+	quotas         *limiter.Quotas
+	proxy          *proxy.Proxy
+	access         *proxy.AccessLog
+	ready          atomic.Bool
 
 	reloadMu sync.Mutex // serialises reloads
 
@@ -105,7 +112,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a := &App{o: o}
+	a := &App{o: o, lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_credential_lookups_total",
+		Help: "Credentials looked up in the store because they were not in memory, by kind.",
+	}, []string{"kind"})}
 	a.cfg.Store(cfg)
 	a.log, a.level = NewLogger(o.LogOut, cfg.Log.Level)
 	defer func() { _ = a.log.Sync() }()
@@ -152,15 +162,36 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		log.Info("embedded NATS serves other replicas", zap.String("url", u))
 	}
 
-	a.creds = authn.NewSet()
+	a.creds, a.users, a.clients = authn.NewSet(), authn.NewSet(), authn.NewSet()
 	a.verifier, err = authn.NewVerifier(a.creds, authn.VerifierOptions{
-		Lookup: a.lookupKey, LookupTimeout: cfg.NATS.Timeout.D(),
+		Lookup: a.lookup(store.KindAPIKey), LookupTimeout: cfg.NATS.Timeout.D(),
 	})
 	if err != nil {
 		return err
 	}
 	defer a.verifier.Close()
+	a.clientVerifier, err = authn.NewVerifier(a.clients, authn.VerifierOptions{
+		Lookup: a.lookup(store.KindClient), LookupTimeout: cfg.NATS.Timeout.D(),
+	})
+	if err != nil {
+		return err
+	}
+	defer a.clientVerifier.Close()
+	ba := cfg.Auth.Basic
+	a.hasher = authn.NewHasher(authn.Argon2Params{Time: ba.Argon2.Time, Memory: uint32(ba.Argon2.Memory >> 10), Threads: ba.Argon2.Threads}, 0)
+	fl := cfg.Auth.Failures
+	a.userVerifier, err = authn.NewUserVerifier(a.users, authn.UserOptions{
+		Hasher: a.hasher, Lookup: a.lookup(store.KindUser), LookupTimeout: cfg.NATS.Timeout.D(),
+		MemoTTL: ba.MemoTTL.D(), MemoSize: ba.MemoSize,
+		Failures: authn.NewThrottle(fl.PerUsername, fl.Window.D(), 1<<16, authn.HashString),
+	})
+	if err != nil {
+		return err
+	}
+	defer a.userVerifier.Close()
 	a.authn.Register(access.KindAPIKey, a.verifier)
+	a.authn.Register(access.KindBasic, a.userVerifier)
+	a.authn.Failures = authn.NewThrottle(fl.PerAddress, fl.Window.D(), 1<<16, authn.HashAddr)
 
 	a.quotas = limiter.NewQuotas(limiter.QuotaOptions{
 		Ledger: a.store.Ledger, Limits: a.limits, Now: o.Now, Location: cfg.Location,
@@ -197,7 +228,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		store.Watch(wctx, a.store.Tenants, a.tenants, a.log.Named("watch"), tenantsReady)
 		return nil
 	})
-	keys := &keyMirror{set: a.creds}
+	keys := &keyMirror{sets: credSets{a.creds, a.users, a.clients}}
 	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
 	if st, err := a.store.Keys.Status(sctx); err == nil {
 		// Sized up front, the set's maps do not grow (and rehash) a
@@ -247,9 +278,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		Name: "tollgate_lease_record_writes_total", Help: "Writes of this replica's lease records.",
 	}, func() float64 { return float64(a.quotas.RecordOps()) }))
 	reg.MustRegister(quotaWaits{a.quotas})
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "tollgate_credentials", Help: "Credentials held in memory.",
-	}, func() float64 { return float64(a.creds.Len()) }))
+	for kind, set := range map[string]*authn.Set{store.KindAPIKey: a.creds, store.KindUser: a.users, store.KindClient: a.clients} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_credentials", Help: "Credentials held in memory, by kind.", ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(set.Len()) }))
+	}
+	reg.MustRegister(a.lookups)
 
 	var accessLog *proxy.AccessLog
 	if cfg.AccessLog() {
@@ -266,7 +300,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	}
 	srv := a.proxy.Server(cfg)
 	a.adminAPI = admin.New(admin.Options{
-		Store: a.store, Tenants: a.tenants, LimitRequests: a.requests, Credentials: a.creds, Usage: a.quotas.Usage,
+		Store: a.store, Tenants: a.tenants, LimitRequests: a.requests, Credentials: a.creds, Users: a.users, Clients: a.clients,
+		Hasher: a.hasher, Usage: a.quotas.Usage,
 		Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
 		Log: a.log.Named("admin"), Reload: a.Reload, Pprof: cfg.Admin.Pprof,
 	})
@@ -366,22 +401,30 @@ func (a *App) limits(tenant string) (limiter.Limit, bool) {
 	return l, true
 }
 
-// lookupKey is the verifier's fallback on a miss: the watcher may not have
-// delivered a key created a moment ago.
-func (a *App) lookupKey(ctx context.Context, id string) (*authn.Credential, error) {
-	var k store.Key
-	_, err := a.store.GetAtLeader(ctx, a.store.Keys, id, &k)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, authn.ErrInvalid
+// lookup is a verifier's fallback on a miss for credentials of kind: the
+// watcher may not have delivered one created a moment ago. It asks the
+// bucket's leader, which has every acknowledged write.
+func (a *App) lookup(kind string) authn.Lookup {
+	lookups := a.lookups.WithLabelValues(kind)
+	return func(ctx context.Context, id string) (*authn.Credential, error) {
+		lookups.Inc()
+		var k store.Key
+		_, err := a.store.GetAtLeader(ctx, a.store.Keys, store.CredentialKey(kind, id), &k)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, authn.ErrInvalid
+		}
+		if err != nil {
+			return nil, authn.ErrUnavailable
+		}
+		if k.ID != id || setOf(k.Kind) != setOf(kind) {
+			return nil, authn.ErrInvalid
+		}
+		c := admin.CredentialOf(&k)
+		if c == nil {
+			return nil, authn.ErrInvalid
+		}
+		return c, nil
 	}
-	if err != nil {
-		return nil, authn.ErrUnavailable
-	}
-	c := admin.CredentialOf(&k)
-	if c == nil {
-		return nil, authn.ErrInvalid
-	}
-	return c, nil
 }
 
 // keyMirror keeps the credential set in step with the keys bucket. It
@@ -390,9 +433,9 @@ func (a *App) lookupKey(ctx context.Context, id string) (*authn.Credential, erro
 // complete: a million keys are held neither as raw JSON nor in a staging
 // copy while they load.
 type keyMirror struct {
-	set     *authn.Set
+	sets    credSets
 	hint    int // keys expected in the initial state, to size the table
-	loading *authn.Loading
+	loading [3]*authn.Loading
 	interns *interns     // while loading
 	loaded  atomic.Int64 // entries of the initial state received, for startup progress
 }
@@ -434,28 +477,56 @@ func intern(tab map[string]string, b []byte, limit int) string {
 const maxNames = 4096
 
 func (m *keyMirror) BeginLoad() {
-	m.loading = m.set.BeginLoad(m.hint)
+	for i, set := range m.sets {
+		hint := m.hint // most credentials are API keys
+		if i > 0 {
+			hint = 0
+		}
+		m.loading[i] = set.BeginLoad(hint)
+	}
 	m.interns = &interns{tenants: map[string]string{}, names: map[string]string{}}
 }
 
-func (m *keyMirror) Load(id string, v []byte) {
+// sets are the credential sets by kind: API keys, users, clients.
+type credSets [3]*authn.Set
+
+// of returns the index in credSets of kind.
+func setOf(kind string) int {
+	switch kind {
+	case store.KindUser:
+		return 1
+	case store.KindClient:
+		return 2
+	}
+	return 0
+}
+
+func (m *keyMirror) Load(key string, v []byte) {
 	m.loaded.Add(1)
-	if v == nil {
-		m.loading.Delete(id)
+	kind, id, ok := store.ParseCredentialKey(key)
+	if !ok {
 		return
 	}
-	if c := decodeKey(id, v, m.interns); c != nil {
-		m.loading.Put(c)
+	l := m.loading[setOf(kind)]
+	if v == nil {
+		l.Delete(id)
+		return
+	}
+	if c := decodeKey(kind, id, v, m.interns); c != nil {
+		l.Put(c)
 	} else {
 		// A later value of id that is damaged removes the earlier one,
 		// as Update does.
-		m.loading.Delete(id)
+		l.Delete(id)
 	}
 }
 
 func (m *keyMirror) Loaded() {
-	m.loading.Publish()
-	m.loading, m.interns = nil, nil
+	for i := range m.loading {
+		m.loading[i].Publish()
+		m.loading[i] = nil
+	}
+	m.interns = nil
 }
 
 // Snapshot implements store.Mirror, through the Loader methods.
@@ -467,43 +538,43 @@ func (m *keyMirror) Snapshot(entries map[string][]byte) {
 	m.Loaded()
 }
 
-func (m *keyMirror) Update(id string, v []byte) {
-	if v == nil {
-		m.set.Delete(id)
+func (m *keyMirror) Update(key string, v []byte) {
+	kind, id, ok := store.ParseCredentialKey(key)
+	if !ok {
 		return
 	}
-	if c := decodeKey(id, v, nil); c != nil {
-		m.set.Put(c)
+	set := m.sets[setOf(kind)]
+	if v == nil {
+		set.Delete(id)
+		return
+	}
+	if c := decodeKey(kind, id, v, nil); c != nil {
+		set.Put(c)
 	} else {
-		m.set.Delete(id)
+		set.Delete(id)
 	}
 }
 
-// decodeKey decodes the key record stored under id; nil when it is
-// damaged or names another id (every writer stores a key under its own
-// id, and the set is keyed by it: a record under a foreign name would be
-// added under one id and deleted under another). Records as tollgate
-// writes them are read without encoding/json (store.ScanKey), the rest
-// with it; in interns the tenant id and the name.
-func decodeKey(id string, v []byte, in *interns) *authn.Credential {
+// decodeKey decodes the credential record of kind stored under id; nil
+// when it is damaged or names another id or kind (every writer stores a
+// credential under its own id, and the set is keyed by it: a record under
+// a foreign name would be added under one id and deleted under another).
+// Records as tollgate writes them are read without encoding/json
+// (store.ScanKey), the rest with it; in interns the tenant ids and the
+// name.
+func decodeKey(kind, id string, v []byte, in *interns) *authn.Credential {
 	var f store.KeyFields
-	if store.ScanKey(v, &f) {
-		if string(f.ID) != id {
+	if !store.ScanKey(v, &f) {
+		var k store.Key
+		if err := jsonUnmarshal(v, &k); err != nil {
 			return nil
 		}
-		var created time.Time
-		if f.Created != nil && created.UnmarshalText(f.Created) != nil { // as encoding/json parses it
-			return nil
-		}
-		// A copy of the id: id is part of the message's subject, which it
-		// would keep alive.
-		return admin.NewCredential(authn.MethodAPIKey, string(f.ID), in.tenant(f.Tenant), in.name(f.Name), f.Digest, created)
+		f = store.KeyFieldsOf(&k)
 	}
-	var k store.Key
-	if err := jsonUnmarshal(v, &k); err != nil || k.ID != id {
+	if string(f.ID) != id || setOf(string(f.Kind)) != setOf(kind) {
 		return nil
 	}
-	return admin.NewCredential(authn.MethodAPIKey, k.ID, in.tenant([]byte(k.Tenant)), in.name([]byte(k.Name)), []byte(k.Digest), k.Created)
+	return admin.CredentialOfFields(&f, admin.Interner{Tenant: in.tenant, Name: in.name})
 }
 
 const tokenFile = "admin-token.sha256"

@@ -32,7 +32,7 @@ func TestKeyMirrorLoad(t *testing.T) {
 	set := authn.NewSet()
 	old := &authn.Credential{ID: "old", Tenant: "t0", Method: authn.MethodAPIKey}
 	set.Replace([]*authn.Credential{old})
-	m := &keyMirror{set: set, hint: 8}
+	m := &keyMirror{sets: credSets{set, authn.NewSet(), authn.NewSet()}, hint: 8}
 
 	a1, _ := keyRecord(t, "a", "acme", "default")
 	a2, da := keyRecord(t, "a", "acme", "renamed")

@@ -22,6 +22,12 @@ func (a *App) selfService(kind proxy.SelfServiceKind, id access.Principal, metho
 	var v any
 	status := 200
 	switch {
+	case kind == proxy.SelfTenants && method == "GET":
+		ts := id.Tenants
+		if ts == nil {
+			ts = []string{id.Tenant}
+		}
+		v = map[string][]string{"tenants": ts}
 	case kind == proxy.SelfUsage && method == "GET":
 		u, err := ts.OwnUsage(ctx, id.Tenant)
 		if err != nil {

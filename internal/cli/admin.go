@@ -1,14 +1,19 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,21 +29,123 @@ TOLLGATE_ADMIN_URL and TOLLGATE_ADMIN_TOKEN, else from the config file
 
 Commands:
   tenants create ID --plan PLAN [--addon NAME=UNITS ...] [--anchor-day N]
-  tenants list [--position N] [--size N] [--order-by FIELD] [--desc]
+  tenants list [LIST]
   tenants get ID
   tenants update ID [--plan PLAN] [--addon NAME=UNITS ...] [--granted N] [--anchor-day N]
   tenants delete ID
-  keys create TENANT --name NAME      prints the key; it is shown only once
-  keys list TENANT
+  keys create TENANT --name NAME [LIMITS]
+                                      prints the key; it is shown only once
+  keys list TENANT [LIST]
+  keys get TENANT KEY_ID
   keys delete TENANT KEY_ID
-  keys regenerate TENANT KEY_ID       the old key stops working; the new one is shown once
+  keys regenerate TENANT KEY_ID [--grace DURATION]
+                                      prints the new key, shown only once; the old
+                                      one stops working at once, or when the grace
+                                      (24h, 7d; at most 30d) ends
+  clients create TENANT --name NAME [LIMITS]
+                                      prints the OAuth client's id and its
+                                      client_secret; the secret is shown only once
+  clients list TENANT [LIST]
+  clients get TENANT CLIENT_ID
+  clients delete TENANT CLIENT_ID
+  clients regenerate TENANT CLIENT_ID [--grace DURATION]
+                                      a new client_secret, as keys regenerate
+  users create USERNAME --tenants T1,T2 [--type api_only|standard] [--name NAME]
+               [LIMITS] [--password-file FILE]
+  users list [--tenant TENANT] [LIST]
+  users get USERNAME
+  users update USERNAME [--tenants T1,T2] [--type api_only|standard] [--name NAME] [LIMITS]
+  users delete USERNAME
+  users password USERNAME [--password-file FILE]
+                                      sets a new password; the old one stops working
   usage TENANT
   limit-requests create TENANT --requested N [--reason TEXT]
-  limit-requests list [TENANT] [--status pending|granted|denied]
+  limit-requests list [TENANT] [--status pending|granted|denied] [LIST]
   limit-requests approve REQUEST_ID [--granted N]
   limit-requests deny REQUEST_ID
   reload                              reload the config file of the running tollgate
+
+LIST:   [--position N] [--size N] [--order-by FIELD] [--desc]
+LIMITS: [--scopes CREATE,READ,UPDATE,DELETE] [--modules M1,M2]
+        [--grants password,client_credentials] [--expires 2027-01-01T00:00:00Z]
+        Without --scopes a credential has all four scopes; without --modules,
+        every module. A list is comma-separated, or the flag repeated.
+
+A user's password is read from the first line of --password-file FILE, else
+of stdin (with a prompt when stdin is a terminal): never from the command
+line, where shell history and ps would show it.
 `
+
+// adminCommand is what one `tollgate admin` command takes.
+type adminCommand struct {
+	args     string   // its positional arguments, for the usage line
+	min, max int      // how many positional arguments it takes
+	flags    []string // its flags, besides the global ones
+}
+
+var (
+	listFlags = []string{"position", "size", "order-by", "desc"}
+	// limitFlags limit what a credential may do.
+	limitFlags = []string{"scopes", "modules", "grants", "expires"}
+	credFlags  = append([]string{"name"}, limitFlags...)
+	userFlags  = append([]string{"tenants", "type", "name"}, limitFlags...)
+)
+
+// globalFlags are taken by every command.
+var globalFlags = []string{"config", "url", "token", "h", "help"}
+
+var adminCommands = map[string]adminCommand{
+	"tenants create":         {"ID --plan PLAN [--addon NAME=UNITS ...] [--anchor-day N]", 1, 1, []string{"plan", "addon", "granted", "anchor-day"}},
+	"tenants list":           {"[LIST]", 0, 0, listFlags},
+	"tenants get":            {"ID", 1, 1, nil},
+	"tenants update":         {"ID [--plan PLAN] [--addon NAME=UNITS] [--granted N] [--anchor-day N]", 1, 1, []string{"plan", "addon", "granted", "anchor-day"}},
+	"tenants delete":         {"ID", 1, 1, nil},
+	"keys create":            {"TENANT --name NAME [LIMITS]", 1, 1, credFlags},
+	"keys list":              {"TENANT [LIST]", 1, 1, listFlags},
+	"keys get":               {"TENANT KEY_ID", 2, 2, nil},
+	"keys delete":            {"TENANT KEY_ID", 2, 2, nil},
+	"keys regenerate":        {"TENANT KEY_ID [--grace DURATION]", 2, 2, []string{"grace"}},
+	"clients create":         {"TENANT --name NAME [LIMITS]", 1, 1, credFlags},
+	"clients list":           {"TENANT [LIST]", 1, 1, listFlags},
+	"clients get":            {"TENANT CLIENT_ID", 2, 2, nil},
+	"clients delete":         {"TENANT CLIENT_ID", 2, 2, nil},
+	"clients regenerate":     {"TENANT CLIENT_ID [--grace DURATION]", 2, 2, []string{"grace"}},
+	"users create":           {"USERNAME --tenants T1,T2 [--type api_only|standard] [--name NAME] [LIMITS] [--password-file FILE]", 1, 1, append([]string{"password-file"}, userFlags...)},
+	"users list":             {"[--tenant TENANT] [LIST]", 0, 0, append([]string{"tenant"}, listFlags...)},
+	"users get":              {"USERNAME", 1, 1, nil},
+	"users update":           {"USERNAME [--tenants T1,T2] [--type api_only|standard] [--name NAME] [LIMITS]", 1, 1, userFlags},
+	"users delete":           {"USERNAME", 1, 1, nil},
+	"users password":         {"USERNAME [--password-file FILE]", 1, 1, []string{"password-file"}},
+	"usage":                  {"TENANT", 1, 1, nil},
+	"reload":                 {"", 0, 0, nil},
+	"limit-requests create":  {"TENANT --requested N [--reason TEXT]", 1, 1, []string{"requested", "reason"}},
+	"limit-requests list":    {"[TENANT] [--status pending|granted|denied] [LIST]", 0, 1, append([]string{"status"}, listFlags...)},
+	"limit-requests approve": {"REQUEST_ID [--granted N]", 1, 1, []string{"granted"}},
+	"limit-requests deny":    {"REQUEST_ID", 1, 1, nil},
+}
+
+// check refuses positional arguments and flags that cmd does not take,
+// without echoing their values: a password given on the command line by
+// mistake is not printed again.
+func (c adminCommand) check(cmd string, pos []string, a args) error {
+	usage := fmt.Errorf("usage: tollgate admin %s", strings.TrimSpace(cmd+" "+c.args))
+	for _, f := range slices.Sorted(maps.Keys(a.flags)) {
+		if slices.Contains(globalFlags, f) || slices.Contains(c.flags, f) {
+			continue
+		}
+		if f == "password" {
+			return fmt.Errorf("unknown flag --password: a password is read from stdin or --password-file, never from the command line\n%w", usage)
+		}
+		return fmt.Errorf("unknown flag --%s\n%w", f, usage)
+	}
+	switch {
+	case len(pos) < c.min:
+		return usage
+	case len(pos) > c.max:
+		return fmt.Errorf("too many arguments\n%w", usage)
+	}
+	return nil
+}
 
 // Client calls the admin API.
 type Client struct {
@@ -170,32 +277,34 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 		fmt.Fprint(stdio.Stdout, adminUsage)
 		return nil
 	}
-	c, err := clientFor(a, stdio)
-	if err != nil {
-		fmt.Fprintln(stdio.Stderr, "tollgate admin:", err)
-		return ExitError{1}
-	}
-	var (
-		method, path string
-		body         any
-		showKeyNote  bool
-	)
-	need := func(n int, what string) error {
-		if len(a.pos) < n {
-			return fmt.Errorf("usage: tollgate admin %s", what)
-		}
-		return nil
-	}
 	cmd := strings.Join(a.pos[:min(2, len(a.pos))], " ")
 	if a.pos[0] == "usage" || a.pos[0] == "reload" {
 		cmd = a.pos[0]
 	}
+	spec, ok := adminCommands[cmd]
+	if !ok {
+		fmt.Fprintf(stdio.Stderr, "tollgate admin: unknown command %q\n\n%s", cmd, adminUsage)
+		return ExitError{2}
+	}
+	// pos are the command's arguments, after its words.
+	pos := a.pos[len(strings.Fields(cmd)):]
+	if err := spec.check(cmd, pos, a); err != nil {
+		fmt.Fprintln(stdio.Stderr, "tollgate admin:", err)
+		return ExitError{2}
+	}
+	var (
+		method, path string
+		body         any
+		// secret names the secret the answer shows once ("key",
+		// "client secret"), for the note printed after it.
+		secret string
+		// password is the body the password read is added to.
+		password map[string]any
+	)
+	noun := a.pos[0]
 	switch cmd {
 	case "tenants create":
-		if err = need(3, "tenants create ID --plan PLAN"); err != nil {
-			break
-		}
-		t := map[string]any{"id": a.pos[2]}
+		t := map[string]any{"id": pos[0]}
 		err = tenantFlags(a, t)
 		if _, ok := t["plan"]; !ok && err == nil {
 			err = fmt.Errorf("--plan is required")
@@ -204,58 +313,61 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 	case "tenants list":
 		method, path = "GET", "/v1/tenants"+listQuery(a)
 	case "tenants get":
-		err = need(3, "tenants get ID")
-		if err == nil {
-			method, path = "GET", "/v1/tenants/"+url.PathEscape(a.pos[2])
-		}
+		method, path = "GET", pathOf("v1", "tenants", pos[0])
 	case "tenants update":
-		if err = need(3, "tenants update ID [--plan PLAN] [--addon NAME=UNITS] [--granted N]"); err != nil {
-			break
-		}
 		t := map[string]any{}
 		err = tenantFlags(a, t)
-		method, path, body = "PATCH", "/v1/tenants/"+url.PathEscape(a.pos[2]), t
+		method, path, body = "PATCH", pathOf("v1", "tenants", pos[0]), t
 	case "tenants delete":
-		err = need(3, "tenants delete ID")
-		if err == nil {
-			method, path = "DELETE", "/v1/tenants/"+url.PathEscape(a.pos[2])
-		}
-	case "keys create":
-		if err = need(3, "keys create TENANT --name NAME"); err != nil {
-			break
-		}
-		name, ok := a.get("name")
-		if !ok {
+		method, path = "DELETE", pathOf("v1", "tenants", pos[0])
+	case "keys create", "clients create":
+		if _, ok := a.get("name"); !ok {
 			err = fmt.Errorf("--name is required")
 			break
 		}
-		method, path, body, showKeyNote = "POST", "/v1/tenants/"+url.PathEscape(a.pos[2])+"/keys", map[string]any{"name": name}, true
-	case "keys list":
-		err = need(3, "keys list TENANT")
-		if err == nil {
-			method, path = "GET", "/v1/tenants/"+url.PathEscape(a.pos[2])+"/keys"+listQuery(a)
+		c := map[string]any{}
+		err = credFields(a, c)
+		method, path, body, secret = "POST", pathOf("v1", "tenants", pos[0], noun), c, secretOf[noun]
+	case "keys list", "clients list":
+		method, path = "GET", pathOf("v1", "tenants", pos[0], noun)+listQuery(a)
+	case "keys get", "clients get":
+		method, path = "GET", pathOf("v1", "tenants", pos[0], noun, pos[1])
+	case "keys delete", "clients delete":
+		method, path = "DELETE", pathOf("v1", "tenants", pos[0], noun, pos[1])
+	case "keys regenerate", "clients regenerate":
+		// Without --grace there is no body, and the old secret stops at once.
+		method, path, secret = "POST", pathOf("v1", "tenants", pos[0], noun, pos[1], "regenerate"), secretOf[noun]
+		if g, ok := a.get("grace"); ok {
+			body = map[string]any{"grace": g}
 		}
-	case "keys delete":
-		err = need(4, "keys delete TENANT KEY_ID")
-		if err == nil {
-			method, path = "DELETE", "/v1/tenants/"+url.PathEscape(a.pos[2])+"/keys/"+url.PathEscape(a.pos[3])
+	case "users create":
+		if _, ok := a.get("tenants"); !ok {
+			err = fmt.Errorf("--tenants is required: the tenants the user may act for")
+			break
 		}
-	case "keys regenerate":
-		err = need(4, "keys regenerate TENANT KEY_ID")
-		if err == nil {
-			method, path, showKeyNote = "POST", "/v1/tenants/"+url.PathEscape(a.pos[2])+"/keys/"+url.PathEscape(a.pos[3])+"/regenerate", true
+		u := map[string]any{"username": pos[0]}
+		err = userFields(a, u)
+		method, path, body, password = "POST", "/v1/users", u, u
+	case "users list":
+		method, path = "GET", "/v1/users"+listQuery(a, "tenant")
+	case "users get":
+		method, path = "GET", pathOf("v1", "users", pos[0])
+	case "users update":
+		u := map[string]any{}
+		if err = userFields(a, u); err == nil && len(u) == 0 {
+			err = fmt.Errorf("nothing to change: give --tenants, --type, --name, --scopes, --modules, --grants or --expires (a password is changed with users password)")
 		}
+		method, path, body = "PATCH", pathOf("v1", "users", pos[0]), u
+	case "users delete":
+		method, path = "DELETE", pathOf("v1", "users", pos[0])
+	case "users password":
+		p := map[string]any{}
+		method, path, body, password = "POST", pathOf("v1", "users", pos[0], "password"), p, p
 	case "usage":
-		err = need(2, "usage TENANT")
-		if err == nil {
-			method, path = "GET", "/v1/tenants/"+url.PathEscape(a.pos[1])+"/usage"
-		}
+		method, path = "GET", pathOf("v1", "tenants", pos[0], "usage")
 	case "reload":
 		method, path = "POST", "/v1/reload"
 	case "limit-requests create":
-		if err = need(3, "limit-requests create TENANT --requested N [--reason TEXT]"); err != nil {
-			break
-		}
 		v, ok := a.get("requested")
 		n, perr := strconv.ParseInt(v, 10, 64)
 		if !ok || perr != nil {
@@ -266,25 +378,15 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 		if r, ok := a.get("reason"); ok {
 			in["reason"] = r
 		}
-		method, path, body = "POST", "/v1/tenants/"+url.PathEscape(a.pos[2])+"/limit-requests", in
+		method, path, body = "POST", pathOf("v1", "tenants", pos[0], "limit-requests"), in
 	case "limit-requests list":
-		q := listQuery(a)
-		if st, ok := a.get("status"); ok {
-			if q == "" {
-				q = "?status=" + url.QueryEscape(st)
-			} else {
-				q += "&status=" + url.QueryEscape(st)
-			}
-		}
+		q := listQuery(a, "status")
 		method, path = "GET", "/v1/limit-requests"+q
-		if len(a.pos) > 2 {
-			path = "/v1/tenants/" + url.PathEscape(a.pos[2]) + "/limit-requests" + q
+		if len(pos) > 0 {
+			path = pathOf("v1", "tenants", pos[0], "limit-requests") + q
 		}
 	case "limit-requests approve", "limit-requests deny":
-		if err = need(3, cmd+" REQUEST_ID"); err != nil {
-			break
-		}
-		method, path = "POST", "/v1/limit-requests/"+url.PathEscape(a.pos[2])+"/"+a.pos[1]
+		method, path = "POST", pathOf("v1", "limit-requests", pos[0], a.pos[1])
 		if g, ok := a.get("granted"); ok {
 			n, perr := strconv.ParseInt(g, 10, 64)
 			if perr != nil {
@@ -293,12 +395,24 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 			}
 			body = map[string]any{"granted": n}
 		}
-	default:
-		err = fmt.Errorf("unknown command %q\n\n%s", strings.Join(a.pos, " "), adminUsage)
 	}
 	if err != nil {
 		fmt.Fprintln(stdio.Stderr, "tollgate admin:", err)
 		return ExitError{2}
+	}
+	c, err := clientFor(a, stdio)
+	if err != nil {
+		fmt.Fprintln(stdio.Stderr, "tollgate admin:", err)
+		return ExitError{1}
+	}
+	if password != nil {
+		// Read last: every other mistake is reported before it is asked for.
+		p, err := readPassword(ctx, a, stdio, pos[0])
+		if err != nil {
+			fmt.Fprintln(stdio.Stderr, "tollgate admin:", err)
+			return ExitError{1}
+		}
+		password["password"] = p
 	}
 	status, raw, err := c.Do(ctx, method, path, body, nil)
 	if err != nil {
@@ -309,17 +423,199 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 		fmt.Fprintln(stdio.Stdout, "done")
 		return nil
 	}
+	var shown struct {
+		Previous *struct {
+			Expires string `json:"expires"`
+		} `json:"previous"`
+	}
+	_ = json.Unmarshal(raw, &shown)
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, raw, "", "  ") == nil {
 		raw = pretty.Bytes()
 	}
 	fmt.Fprintln(stdio.Stdout, strings.TrimSpace(string(raw)))
-	if showKeyNote {
-		fmt.Fprintln(stdio.Stderr, "\nThe key above is shown only this once: store it now. Only its digest is kept.")
+	if secret != "" {
+		fmt.Fprintf(stdio.Stderr, "\nThe %s above is shown only this once: store it now. Only its digest is kept.\n", secret)
+		if shown.Previous != nil {
+			fmt.Fprintf(stdio.Stderr, "The old %s keeps working until %s.\n", secret, shown.Previous.Expires)
+		}
 	}
 	return nil
 }
 
+// secretOf names the secret that creating or regenerating a credential of
+// each noun shows once.
+var secretOf = map[string]string{"keys": "key", "clients": "client secret"}
+
+// pathOf joins escaped path segments: pathOf("v1", "users", u) is
+// /v1/users/{u}.
+func pathOf(segments ...string) string {
+	var b strings.Builder
+	for _, s := range segments {
+		b.WriteString("/" + url.PathEscape(s))
+	}
+	return b.String()
+}
+
+// credFields sets the name and limits of a key or client from the flags.
+func credFields(a args, m map[string]any) error {
+	if n, ok := a.get("name"); ok {
+		m["name"] = n
+	}
+	if l, ok := listFlag(a, "scopes"); ok {
+		for i, s := range l {
+			l[i] = strings.ToUpper(s)
+		}
+		m["scopes"] = l
+	}
+	if l, ok := listFlag(a, "modules"); ok {
+		m["modules"] = l
+	}
+	if l, ok := listFlag(a, "grants"); ok {
+		m["grants"] = l
+	}
+	if e, ok := a.get("expires"); ok {
+		t, err := time.Parse(time.RFC3339, e)
+		if err != nil {
+			return fmt.Errorf("--expires %q: want an RFC 3339 time such as 2027-01-01T00:00:00Z", e)
+		}
+		m["expires"] = t.Format(time.RFC3339Nano)
+	}
+	return nil
+}
+
+// userFields sets what users create and users update take besides the
+// username and password.
+func userFields(a args, m map[string]any) error {
+	if l, ok := listFlag(a, "tenants"); ok {
+		m["tenants"] = l
+	}
+	if t, ok := a.get("type"); ok {
+		m["type"] = t
+	}
+	return credFields(a, m)
+}
+
+// listFlag is the list a flag gives: comma-separated, the flag repeated,
+// or both. Empty items are dropped; a flag given empty is an empty list,
+// which the admin API refuses with its reason.
+func listFlag(a args, name string) ([]string, bool) {
+	vs, ok := a.flags[name]
+	if !ok {
+		return nil, false
+	}
+	l := []string{}
+	for _, v := range vs {
+		for s := range strings.SplitSeq(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				l = append(l, s)
+			}
+		}
+	}
+	return l, true
+}
+
+// stdin is where a password is read from without --password-file. IO has
+// no reader; tests set this.
+var stdin io.Reader = os.Stdin
+
+// maxPasswordLine bounds the line a password is read from; the admin API
+// refuses passwords over authn.MaxPassword (128 bytes) with its reason.
+const maxPasswordLine = 4096
+
+// readPassword reads the password of user from the first line of
+// --password-file, else of stdin; on a terminal it prompts on stderr,
+// without echo where stty can turn it off, and asks twice.
+func readPassword(ctx context.Context, a args, stdio IO, user string) (string, error) {
+	from, r := "stdin", stdin
+	if file, ok := a.get("password-file"); ok && file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return "", fmt.Errorf("--password-file: %w", err)
+		}
+		defer f.Close()
+		from, r = file, f
+	}
+	br := bufio.NewReaderSize(r, maxPasswordLine)
+	f, tty := r.(*os.File)
+	if tty {
+		// A character device, but not /dev/null (which stty cannot
+		// tell from a terminal it fails on, such as a Windows console).
+		fi, err := f.Stat()
+		null, nerr := os.Stat(os.DevNull)
+		tty = err == nil && fi.Mode()&os.ModeCharDevice != 0 && (nerr != nil || !os.SameFile(fi, null))
+	}
+	if !tty {
+		p, err := readLine(ctx, br)
+		if err == nil && p == "" {
+			err = fmt.Errorf("no password on the first line of %s", from)
+		}
+		return p, err
+	}
+	// The Enter typed is not echoed with the rest: nl stands for it.
+	prompt, nl := fmt.Sprintf("Password for user %s: ", user), "\n"
+	if err := stty(f, "-echo"); err == nil {
+		defer func() {
+			_ = stty(f, "echo")
+			fmt.Fprint(stdio.Stderr, nl)
+		}()
+	} else {
+		prompt, nl = fmt.Sprintf("Password for user %s (shown as you type): ", user), ""
+	}
+	fmt.Fprint(stdio.Stderr, prompt)
+	p, err := readLine(ctx, br)
+	if err != nil {
+		return "", err
+	}
+	if p == "" {
+		return "", fmt.Errorf("no password given")
+	}
+	fmt.Fprint(stdio.Stderr, nl+"Again: ")
+	again, err := readLine(ctx, br)
+	if err != nil {
+		return "", err
+	}
+	if again != p {
+		return "", fmt.Errorf("the two passwords differ")
+	}
+	return p, nil
+}
+
+// stty runs stty with the terminal f as its input.
+func stty(f *os.File, arg string) error {
+	cmd := exec.Command("stty", arg)
+	cmd.Stdin = f
+	return cmd.Run()
+}
+
+// readLine reads a line from r, without its line ending; ctx ends the wait
+// (an interrupt is delivered as ctx's end, not by killing the process).
+func readLine(ctx context.Context, r *bufio.Reader) (string, error) {
+	type line struct {
+		s   string
+		err error
+	}
+	done := make(chan line, 1)
+	go func() {
+		b, err := r.ReadSlice('\n')
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			err = fmt.Errorf("the password's line is longer than %d bytes", maxPasswordLine)
+		case errors.Is(err, io.EOF):
+			err = nil
+		case err != nil:
+			err = fmt.Errorf("reading the password: %w", err)
+		}
+		s := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		done <- line{s, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case l := <-done:
+		return l.s, l.err
+	}
+}
 func tenantFlags(a args, t map[string]any) error {
 	if p, ok := a.get("plan"); ok {
 		t["plan"] = p
@@ -353,11 +649,18 @@ func tenantFlags(a args, t map[string]any) error {
 	return nil
 }
 
-func listQuery(a args) string {
+// listQuery is the query of a list: the list flags, and the flags named
+// in also (users list --tenant) under their own names.
+func listQuery(a args, also ...string) string {
 	q := url.Values{}
 	for flag, param := range map[string]string{"position": "position", "size": "size", "order-by": "orderBy", "desc": "desc"} {
 		if v, ok := a.get(flag); ok {
 			q.Set(param, v)
+		}
+	}
+	for _, flag := range also {
+		if v, ok := a.get(flag); ok {
+			q.Set(flag, v)
 		}
 	}
 	if len(q) == 0 {

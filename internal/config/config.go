@@ -163,9 +163,10 @@ type Argon2 struct {
 	Threads uint8    `yaml:"threads"`
 }
 
-// Failures limits failed authentications: once a client address or a
-// user name has failed this many times within Window, further attempts
-// are answered 429 until the window has passed. Counted per replica.
+// Failures limits failed authentications: a client address or a user
+// name may fail this many times within Window (a token bucket that
+// refills over the window); past that, attempts are answered 429 until
+// the bucket allows one more. Counted per replica.
 type Failures struct {
 	// PerAddress, per client address. Default 30; 0 turns it off.
 	PerAddress int `yaml:"per_address"`
@@ -538,8 +539,8 @@ func (c *Config) validate() []FieldError {
 	if len(c.Auth.APIKey.Headers) == 0 && c.Auth.APIKey.AuthorizationScheme == "" {
 		add("auth.api_key.headers", "name at least one header or an authorization_scheme")
 	}
-	if a := c.Auth.Basic.Argon2; a.Time < 1 || a.Threads < 1 || a.Memory < 1<<20 || a.Memory > 4<<30 {
-		add("auth.basic.argon2", "want time ≥ 1, threads ≥ 1 and memory from 1MiB to 4GiB")
+	if a := c.Auth.Basic.Argon2; a.Time < 1 || a.Time > 100 || a.Threads < 1 || a.Memory < 1<<20 || a.Memory > 4<<30 || a.Memory < ByteSize(a.Threads)*8<<10 {
+		add("auth.basic.argon2", "want time from 1 to 100, threads ≥ 1 and memory from 1MiB to 4GiB (and 8KiB a thread)")
 	}
 	if c.Auth.Basic.MemoTTL <= 0 {
 		add("auth.basic.memo_ttl", "must be positive")

@@ -16,6 +16,8 @@ const (
 	CodeCredentialInvalid   Code = "credential_invalid"
 	CodeCredentialExpired   Code = "credential_expired"
 	CodeForbidden           Code = "forbidden"
+	CodeTooManyFailures     Code = "too_many_failures"
+	CodeTLSRequired         Code = "tls_required"
 	CodeQuotaExceeded       Code = "quota_exceeded"
 	CodeRateLimited         Code = "rate_limited"
 	CodeConcurrencyLimited  Code = "concurrency_limited"
@@ -58,6 +60,8 @@ var Catalogue = []Entry{
 	{CodeCredentialMalformed, 401, "the credential is malformed"},
 	{CodeCredentialInvalid, 401, "the credential is not valid"},
 	{CodeCredentialExpired, 401, "the credential has expired"},
+	{CodeTooManyFailures, 429, "too many failed authentications; retry later"},
+	{CodeTLSRequired, 403, "this route accepts requests over HTTPS only"},
 	{CodeForbidden, 403, "the credential may not access this route"},
 	{CodeQuotaExceeded, 429, "the monthly request quota is exhausted"},
 	{CodeRateLimited, 429, "too many requests in a short time"},

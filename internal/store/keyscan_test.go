@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,17 +56,44 @@ func FuzzScanKey(f *testing.F) {
 	f.Add([]byte(`{"id":"a","id":"b"}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"name":"a b","tenant":""}`))
+	f.Add([]byte(`{"id":"bob","kind":"user","tenants":["a","b"],"scopes":["READ"],"modules":[],"password":"$argon2id$v=19$m=64,t=1,p=1$x$y","type":"api_only"}`))
+	f.Add([]byte(`{"id":"c","grants":["password","x"],"expires":"2027-01-01T00:00:00Z","prev_digest":"ab","prev_until":"2027-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, v []byte) {
 		var fs store.KeyFields
 		if !store.ScanKey(v, &fs) {
 			return
 		}
-		var k struct{ ID, Tenant, Name, Prefix, Digest, Created string }
-		if err := json.Unmarshal(v, &k); err != nil {
+		var k struct {
+			ID, Kind, Tenant, Name, Prefix, Digest, Created string
+			Password, Type, Expires, PrevDigest, PrevUntil  string
+			Updated                                         string
+			Tenants, Scopes, Modules, Grants                []string
+		}
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(v, &raw); err != nil {
 			t.Fatalf("ScanKey took %q, which encoding/json refuses: %v", v, err)
 		}
-		got := []string{string(fs.ID), string(fs.Tenant), string(fs.Name), string(fs.Prefix), string(fs.Digest), string(fs.Created)}
-		want := []string{k.ID, k.Tenant, k.Name, k.Prefix, k.Digest, k.Created}
+		for name, f := range map[string]any{"id": &k.ID, "kind": &k.Kind, "tenant": &k.Tenant, "name": &k.Name, "prefix": &k.Prefix,
+			"digest": &k.Digest, "created": &k.Created, "password": &k.Password, "type": &k.Type, "expires": &k.Expires,
+			"prev_digest": &k.PrevDigest, "prev_until": &k.PrevUntil, "updated": &k.Updated,
+			"tenants": &k.Tenants, "scopes": &k.Scopes, "modules": &k.Modules, "grants": &k.Grants} {
+			if r, ok := raw[name]; ok {
+				if err := json.Unmarshal(r, f); err != nil {
+					t.Fatalf("%q: %s: %v", v, name, err)
+				}
+			}
+		}
+		list := func(arr []byte) string {
+			var l []string
+			store.Strings(arr, func(s []byte) { l = append(l, string(s)) })
+			return strings.Join(l, "\x00")
+		}
+		got := []string{string(fs.ID), string(fs.Kind), string(fs.Tenant), string(fs.Name), string(fs.Prefix), string(fs.Digest), string(fs.Created),
+			string(fs.Password), string(fs.Type), string(fs.Expires), string(fs.PrevDigest), string(fs.PrevUntil), string(fs.Updated),
+			list(fs.Tenants), list(fs.Scopes), list(fs.Modules), list(fs.Grants)}
+		want := []string{k.ID, k.Kind, k.Tenant, k.Name, k.Prefix, k.Digest, k.Created, k.Password, k.Type, k.Expires, k.PrevDigest,
+			k.PrevUntil, k.Updated, strings.Join(k.Tenants, "\x00"), strings.Join(k.Scopes, "\x00"), strings.Join(k.Modules, "\x00"),
+			strings.Join(k.Grants, "\x00")}
 		for i := range got {
 			if got[i] != want[i] {
 				t.Fatalf("%q: field %d is %q by ScanKey, %q by encoding/json", v, i, got[i], want[i])

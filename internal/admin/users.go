@@ -1,0 +1,324 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+
+	"github.com/tollgate/tollgate/authn"
+	"github.com/tollgate/tollgate/internal/problems"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// userInput creates or changes a user.
+type userInput struct {
+	credInput
+	Username *string  `json:"username"`
+	Password *string  `json:"password"`
+	Type     *string  `json:"type"`
+	Tenants  []string `json:"tenants"`
+}
+
+// Passwords are 8–128 bytes: at least what NIST SP 800-63B asks of a
+// chosen secret, at most what a Basic header is read with.
+const minPassword = 8
+
+func checkPassword(p *string) error {
+	if p == nil || len(*p) < minPassword || len(*p) > authn.MaxPassword {
+		return problems.Newf(400, problems.CodeInvalidField, "password", "required: %d-%d bytes", minPassword, authn.MaxPassword)
+	}
+	return nil
+}
+
+// hashPassword hashes p with the configured argon2id parameters.
+func (a *API) hashPassword(r *http.Request, p string) (string, error) {
+	if a.o.Hasher == nil {
+		return "", problems.New(500, problems.CodeInternal, "", "no password hasher")
+	}
+	h, err := a.o.Hasher.Hash(r.Context(), []byte(p))
+	if err != nil {
+		return "", problems.New(503, problems.CodeUnavailable, "", "the password could not be hashed now; retry").Wrap(err)
+	}
+	return h, nil
+}
+
+// userFields checks the fields a user's creation or change sets.
+func (a *API) userFields(in *userInput, rec *store.Key) error {
+	if in.Type != nil {
+		if *in.Type != "api_only" && *in.Type != "standard" {
+			return problems.Newf(400, problems.CodeInvalidField, "type", "%q: want api_only or standard", *in.Type)
+		}
+		rec.Type = *in.Type
+	}
+	if in.Tenants != nil {
+		if len(in.Tenants) == 0 {
+			return problems.New(400, problems.CodeInvalidField, "tenants", "list at least one tenant")
+		}
+		for i, t := range in.Tenants {
+			if _, err := a.tenants.Tenant(t); err != nil {
+				return problems.Newf(400, problems.CodeInvalidField, "tenants["+itoa(i)+"]", "no tenant %q", t)
+			}
+		}
+		rec.Tenant, rec.Tenants = "", dedup(in.Tenants)
+		if len(rec.Tenants) == 1 {
+			rec.Tenant, rec.Tenants = rec.Tenants[0], nil
+		}
+	}
+	if in.Name != nil {
+		if len(*in.Name) > 128 {
+			return problems.New(400, problems.CodeInvalidField, "name", "at most 128 characters")
+		}
+		rec.Name = *in.Name
+	}
+	return a.limits(&in.credInput, rec)
+}
+
+func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
+	var in userInput
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if in.Username == nil || !authn.ValidUsername(*in.Username) {
+		return problems.Newf(400, problems.CodeInvalidField, "username", "required: 1-%d letters, digits or ._@+-", authn.MaxUsername)
+	}
+	if err := checkPassword(in.Password); err != nil {
+		return err
+	}
+	if in.Tenants == nil {
+		return problems.New(400, problems.CodeInvalidField, "tenants", "required: the tenants the user may act for")
+	}
+	if in.Type == nil {
+		in.Type = new(string)
+		*in.Type = "standard"
+	}
+	rec := store.Key{ID: *in.Username, Kind: store.KindUser, Created: a.o.Now().UTC()}
+	if err := a.userFields(&in, &rec); err != nil {
+		return err
+	}
+	if a.o.Users.Get([]byte(rec.ID)) != nil {
+		return problems.Newf(409, problems.CodeConflict, "username", "user %q exists", rec.ID)
+	}
+	h, err := a.hashPassword(r, *in.Password)
+	if err != nil {
+		return err
+	}
+	rec.Password = h
+	a.warnGrants(store.KindUser, rec.ID, rec.Grants)
+	ctx, cancel := a.ctx(r)
+	defer cancel()
+	if _, err := store.Create(ctx, a.o.Store.Keys, store.CredentialKey(store.KindUser, rec.ID), &rec); errors.Is(err, store.ErrExists) {
+		return problems.Newf(409, problems.CodeConflict, "username", "user %q exists", rec.ID)
+	} else if err != nil {
+		return storeErr(err)
+	}
+	c := CredentialOf(&rec)
+	a.o.Users.Put(c)
+	writeJSON(w, 201, credView(c, a.o.Now()))
+	return nil
+}
+
+func (a *API) listUsers(w http.ResponseWriter, r *http.Request) error {
+	tenant := r.URL.Query().Get("tenant")
+	l, err := Paginate(r, a.credsOf(a.o.Users, tenant), "id", credOrder)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, l)
+	return nil
+}
+
+func (a *API) userRecord(r *http.Request) (*store.Key, uint64, error) {
+	name := r.PathValue("username")
+	notFound := problems.Newf(404, problems.CodeNotFound, "username", "no user %q", name)
+	if !authn.ValidUsername(name) {
+		return nil, 0, notFound
+	}
+	return a.record(r, store.KindUser, name, "", notFound)
+}
+
+func (a *API) getUser(w http.ResponseWriter, r *http.Request) error {
+	k, _, err := a.userRecord(r)
+	if err != nil {
+		return err
+	}
+	return a.showRecord(w, k)
+}
+
+func (a *API) patchUser(w http.ResponseWriter, r *http.Request) error {
+	k, rev, err := a.userRecord(r)
+	if err != nil {
+		return err
+	}
+	var in userInput
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if in.Username != nil && *in.Username != k.ID {
+		return problems.New(400, problems.CodeInvalidField, "username", "a user cannot be renamed: create another")
+	}
+	if in.Password != nil {
+		return problems.New(400, problems.CodeInvalidField, "password", "change it with POST /v1/users/{username}/password")
+	}
+	if err := a.userFields(&in, k); err != nil {
+		return err
+	}
+	now := a.o.Now().UTC()
+	k.Updated = &now
+	c, err := a.update(r, store.KindUser, k, rev)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, credView(c, a.o.Now()))
+	return nil
+}
+
+func (a *API) deleteUser(w http.ResponseWriter, r *http.Request) error {
+	k, _, err := a.userRecord(r)
+	if err != nil {
+		return err
+	}
+	return a.deleteRecord(w, r, store.KindUser, k.ID)
+}
+
+// setPassword replaces a user's password: the old one stops working on
+// every replica as the change arrives there.
+func (a *API) setPassword(w http.ResponseWriter, r *http.Request) error {
+	k, rev, err := a.userRecord(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Password *string `json:"password"`
+	}
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := checkPassword(in.Password); err != nil {
+		return err
+	}
+	if k.Password, err = a.hashPassword(r, *in.Password); err != nil {
+		return err
+	}
+	now := a.o.Now().UTC()
+	k.Updated = &now
+	c, err := a.update(r, store.KindUser, k, rev)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, credView(c, a.o.Now()))
+	return nil
+}
+
+// Clients.
+
+func (a *API) clientsOf(tenant string) []CredView { return a.credsOf(a.o.Clients, tenant) }
+
+func (a *API) createClient(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenant(r)
+	if err != nil {
+		return err
+	}
+	var in credInput
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	name, err := name(&in)
+	if err != nil {
+		return err
+	}
+	var base store.Key
+	if err := a.limits(&in, &base); err != nil {
+		return err
+	}
+	if slices.ContainsFunc(a.clientsOf(t.ID), func(v CredView) bool { return v.Name == name }) {
+		return problems.Newf(409, problems.CodeConflict, "name", "tenant %q already has a client named %q", t.ID, name)
+	}
+	if base.Grants == nil {
+		base.Grants = []string{"client_credentials"}
+	}
+	ctx, cancel := a.ctx(r)
+	defer cancel()
+	for try := 0; try < 3; try++ {
+		id := authn.NewClient()
+		secret, digest := authn.NewClientSecret()
+		rec := base
+		rec.ID, rec.Kind, rec.Tenant, rec.Name = id, store.KindClient, t.ID, name
+		rec.Digest, rec.Created = hexDigest(digest), a.o.Now().UTC()
+		if _, err := store.Create(ctx, a.o.Store.Keys, store.CredentialKey(store.KindClient, id), &rec); errors.Is(err, store.ErrExists) {
+			continue
+		} else if err != nil {
+			return storeErr(err)
+		}
+		a.warnGrants(store.KindClient, id, rec.Grants)
+		c := CredentialOf(&rec)
+		a.o.Clients.Put(c)
+		v := credView(c, a.o.Now())
+		v.ClientSecret = secret
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, 201, v)
+		return nil
+	}
+	return problems.New(500, problems.CodeInternal, "", "could not draw a unique client id")
+}
+
+func (a *API) listClients(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenant(r)
+	if err != nil {
+		return err
+	}
+	l, err := Paginate(r, a.clientsOf(t.ID), "created", credOrder)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, l)
+	return nil
+}
+
+func (a *API) clientRecord(r *http.Request) (*store.Key, uint64, error) {
+	t, err := a.tenant(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	id := r.PathValue("client")
+	notFound := problems.Newf(404, problems.CodeNotFound, "client", "tenant %q has no client %q", t.ID, id)
+	if !authn.ValidClientID(id) {
+		return nil, 0, notFound
+	}
+	return a.record(r, store.KindClient, id, t.ID, notFound)
+}
+
+func (a *API) getClient(w http.ResponseWriter, r *http.Request) error {
+	k, _, err := a.clientRecord(r)
+	if err != nil {
+		return err
+	}
+	return a.showRecord(w, k)
+}
+
+func (a *API) deleteClient(w http.ResponseWriter, r *http.Request) error {
+	k, _, err := a.clientRecord(r)
+	if err != nil {
+		return err
+	}
+	return a.deleteRecord(w, r, store.KindClient, k.ID)
+}
+
+func (a *API) regenerateClient(w http.ResponseWriter, r *http.Request) error {
+	k, rev, err := a.clientRecord(r)
+	if err != nil {
+		return err
+	}
+	secret, digest := authn.NewClientSecret()
+	if err := a.regenerate(w, r, k, digest); err != nil {
+		return err
+	}
+	c, err := a.update(r, store.KindClient, k, rev)
+	if err != nil {
+		return err
+	}
+	v := credView(c, a.o.Now())
+	v.ClientSecret = secret
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, 200, v)
+	return nil
+}
