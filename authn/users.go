@@ -161,7 +161,7 @@ func (v *UserVerifier) check(user, password []byte) (*Credential, error) {
 		sum = v.memoSum(user, password)
 		if m, ok := v.memo.Get(binary.LittleEndian.Uint64(sum[:8])); ok &&
 			subtle.ConstantTimeCompare(m.sum[:], sum[:]) == 1 && v.Set.Get(user) == m.c {
-			if m.c.Expired(time.Now().UnixNano()) {
+			if m.c.Expires != 0 && m.c.Expired(time.Now().UnixNano()) {
 				return nil, ErrInvalid
 			}
 			return m.c, nil

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -22,7 +23,7 @@ func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, k
 		p.fail(ctx, rs, 401, problems.CodeCredentialMissing, field, "")
 		return false
 	}
-	pc.Addr = remoteAddr(ctx)
+	pc.Addr = t.clientAddr(ctx)
 	id, err := p.o.Authenticate(pc)
 	if err != nil {
 		switch {
@@ -87,6 +88,38 @@ func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool
 		}
 	}
 	return true
+}
+
+// clientAddr is the address failed authentications are counted against:
+// the peer's, or, when the peer is a trusted proxy, the address it says
+// it received the request from (the last of X-Forwarded-For), so that
+// one client behind a load balancer cannot lock out all the others.
+func (t *table) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	ip := remoteAddr(ctx)
+	if len(t.trusted) == 0 {
+		return ip
+	}
+	trusted := false
+	for _, n := range t.trusted {
+		if n.Contains(ip) {
+			trusted = true
+			break
+		}
+	}
+	if !trusted {
+		return ip
+	}
+	var last []byte
+	for _, v := range ctx.Request.Header.PeekAll(b2s(hXFF)) {
+		last = v
+	}
+	if i := bytes.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	if a, err := netip.ParseAddr(b2s(bytes.TrimSpace(last))); err == nil {
+		return a.Unmap()
+	}
+	return ip
 }
 
 // selectTenant sets the tenant the request acts for. A credential of

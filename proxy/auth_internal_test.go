@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -218,4 +220,36 @@ func FuzzSelectTenant(f *testing.F) {
 			t.Fatalf("chose %q", rs.id.Tenant)
 		}
 	})
+}
+
+// TestClientAddr: failures are counted against the peer, or against the
+// client a trusted proxy names in the last X-Forwarded-For; an untrusted
+// peer's X-Forwarded-For is not believed.
+func TestClientAddr(t *testing.T) {
+	lb := netip.MustParsePrefix("10.0.0.0/8")
+	tests := []struct {
+		name    string
+		peer    string
+		trusted []netip.Prefix
+		xff     []string
+		want    string
+	}{
+		{"no trusted proxies", "10.1.1.1", nil, []string{"1.2.3.4"}, "10.1.1.1"},
+		{"untrusted peer", "192.0.2.1", []netip.Prefix{lb}, []string{"1.2.3.4"}, "192.0.2.1"},
+		{"trusted peer", "10.1.1.1", []netip.Prefix{lb}, []string{"6.6.6.6, 1.2.3.4"}, "1.2.3.4"},
+		{"trusted peer, two headers", "10.1.1.1", []netip.Prefix{lb}, []string{"6.6.6.6", "1.2.3.5"}, "1.2.3.5"},
+		{"trusted peer, garbage", "10.1.1.1", []netip.Prefix{lb}, []string{"nope"}, "10.1.1.1"},
+		{"trusted peer, none", "10.1.1.1", []netip.Prefix{lb}, nil, "10.1.1.1"},
+	}
+	for _, tt := range tests {
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.ParseIP(tt.peer), Port: 1}, nil)
+		for _, v := range tt.xff {
+			ctx.Request.Header.Add("X-Forwarded-For", v)
+		}
+		tab := &table{trusted: tt.trusted}
+		if got := tab.clientAddr(&ctx); got.String() != tt.want {
+			t.Errorf("%s: %v, want %s", tt.name, got, tt.want)
+		}
+	}
 }

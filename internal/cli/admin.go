@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/term"
 	"io"
 	"maps"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -525,7 +525,7 @@ const maxPasswordLine = 4096
 
 // readPassword reads the password of user from the first line of
 // --password-file, else of stdin; on a terminal it prompts on stderr,
-// without echo where stty can turn it off, and asks twice.
+// without echo, and asks twice.
 func readPassword(ctx context.Context, a args, stdio IO, user string) (string, error) {
 	from, r := "stdin", stdin
 	if file, ok := a.get("password-file"); ok && file != "-" {
@@ -536,42 +536,30 @@ func readPassword(ctx context.Context, a args, stdio IO, user string) (string, e
 		defer f.Close()
 		from, r = file, f
 	}
-	br := bufio.NewReaderSize(r, maxPasswordLine)
 	f, tty := r.(*os.File)
-	if tty {
-		// A character device, but not /dev/null (which stty cannot
-		// tell from a terminal it fails on, such as a Windows console).
-		fi, err := f.Stat()
-		null, nerr := os.Stat(os.DevNull)
-		tty = err == nil && fi.Mode()&os.ModeCharDevice != 0 && (nerr != nil || !os.SameFile(fi, null))
-	}
+	tty = tty && term.IsTerminal(int(f.Fd()))
 	if !tty {
-		p, err := readLine(ctx, br)
+		p, err := readLine(ctx, bufio.NewReaderSize(r, maxPasswordLine))
 		if err == nil && p == "" {
 			err = fmt.Errorf("no password on the first line of %s", from)
 		}
 		return p, err
 	}
-	// The Enter typed is not echoed with the rest: nl stands for it.
-	prompt, nl := fmt.Sprintf("Password for user %s: ", user), "\n"
-	if err := stty(f, "-echo"); err == nil {
-		defer func() {
-			_ = stty(f, "echo")
-			fmt.Fprint(stdio.Stderr, nl)
-		}()
-	} else {
-		prompt, nl = fmt.Sprintf("Password for user %s (shown as you type): ", user), ""
+	// On a terminal: without echo (golang.org/x/term), twice.
+	read := func(prompt string) (string, error) {
+		fmt.Fprint(stdio.Stderr, prompt)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stdio.Stderr)
+		return string(b), err
 	}
-	fmt.Fprint(stdio.Stderr, prompt)
-	p, err := readLine(ctx, br)
+	p, err := read(fmt.Sprintf("Password for user %s: ", user))
 	if err != nil {
 		return "", err
 	}
 	if p == "" {
 		return "", fmt.Errorf("no password given")
 	}
-	fmt.Fprint(stdio.Stderr, nl+"Again: ")
-	again, err := readLine(ctx, br)
+	again, err := read("Again: ")
 	if err != nil {
 		return "", err
 	}
@@ -579,13 +567,6 @@ func readPassword(ctx context.Context, a args, stdio IO, user string) (string, e
 		return "", fmt.Errorf("the two passwords differ")
 	}
 	return p, nil
-}
-
-// stty runs stty with the terminal f as its input.
-func stty(f *os.File, arg string) error {
-	cmd := exec.Command("stty", arg)
-	cmd.Stdin = f
-	return cmd.Run()
 }
 
 // readLine reads a line from r, without its line ending; ctx ends the wait

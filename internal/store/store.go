@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,6 +104,10 @@ type Store struct {
 	// up mirrors the connection state for the request path, which must not
 	// take the connection's lock (Connected is called per request).
 	up atomic.Bool
+	// reconnected is closed, and forgotten, at each reconnect (see
+	// Reconnected); nil until someone asks for it.
+	reconnectMu sync.Mutex
+	reconnected chan struct{}
 }
 
 // Open starts the embedded server when o.URL is empty, connects, and
@@ -156,6 +161,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			s.up.Store(true)
 			o.Log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+			s.noteReconnect()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { s.up.Store(false) }),
 	}
@@ -201,7 +207,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		*b.kv = kv
 	}
 	for _, kv := range []*jetstream.KeyValue{&s.Tenants, &s.Keys, &s.LimitRequests} {
-		*kv = &bucket{KeyValue: *kv, timeout: o.Timeout}
+		*kv = &bucket{KeyValue: *kv, timeout: o.Timeout, store: s}
 	}
 	// Lease records of many tenants are written at once on shutdown.
 	s.leasesAtomic = batchSupport(nc.ConnectedServerVersion()) && su.enableAtomic(ctx, "KV_"+BucketLeases)
@@ -263,6 +269,30 @@ func (s *Store) ClientURL() string {
 // atomic load, for the request path.
 func (s *Store) Connected() bool { return s.up.Load() }
 
+// Reconnected returns a channel that is closed when the connection to
+// NATS is next re-established; ask again for the one after. A reconnect
+// may be to a server that restarted, or to another node, and lost the
+// ordered consumers of the watchers (Watch): they start over at once
+// instead of waiting for their periodic check.
+func (s *Store) Reconnected() <-chan struct{} {
+	s.reconnectMu.Lock()
+	defer s.reconnectMu.Unlock()
+	if s.reconnected == nil {
+		s.reconnected = make(chan struct{})
+	}
+	return s.reconnected
+}
+
+// noteReconnect wakes those waiting on Reconnected.
+func (s *Store) noteReconnect() {
+	s.reconnectMu.Lock()
+	defer s.reconnectMu.Unlock()
+	if s.reconnected != nil {
+		close(s.reconnected)
+		s.reconnected = nil
+	}
+}
+
 // Close drains the connection and stops the embedded server, if any.
 func (s *Store) Close() {
 	if s.NC != nil {
@@ -303,6 +333,17 @@ func writeTime(timeout time.Duration) time.Duration { return max(5*timeout, 15*t
 type bucket struct {
 	jetstream.KeyValue
 	timeout time.Duration
+	// store, for Watch: its reconnects.
+	store *Store
+}
+
+// reconnected is the store's Reconnected, through which Watch learns of
+// reconnects (a bucket of no store: never).
+func (b *bucket) reconnected() <-chan struct{} {
+	if b.store == nil {
+		return nil
+	}
+	return b.store.Reconnected()
 }
 
 // errReread: a read did not yet show what a write that failed reported

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,46 +50,116 @@ type Loader interface {
 // updates arrive). A status request runs beside the watcher: while the
 // bucket has no leader it waits watchStatusTimeout, and updates must not
 // wait with it.
+//
+// A reconnect says more, and at once: the server restarted (it keeps no
+// ordered consumer: they live in memory), or the client moved to another
+// node of a cluster, with or without the node that held the consumer. On
+// a bucket of a Store (Keys, Tenants, LimitRequests) Watch hears of each
+// reconnect (Store.Reconnected) and replaces its watcher with one from the
+// next revision, whether or not the bucket already has changes it missed:
+// a change must not wait for the periodic check (a revocation after a
+// NATS restart was admitted elsewhere for up to 5.6 s). The replacement is
+// created beside the running watcher, which goes on delivering until it is
+// ready: creating a consumer takes the cluster's meta leader, and when the
+// reconnect is that leader's death the creation waits for the next one
+// (seconds), while a consumer that lived on another node goes on working.
+// Updates both deliver are applied once (by revision). A gap in the
+// revisions delivered says nothing: a bucket keeps one revision of a key,
+// so every overwrite or deletion removes the revision before it, and an
+// ordered consumer skips what is gone.
+//
+// A watcher that is replaced is stopped beside the next one: Stop
+// unsubscribes and deletes its consumer (none is left behind on a server
+// that kept it), which waits up to JetStream's 5 s for an answer during
+// an election. A watcher is created under watchCreateTimeout, and given up
+// at a reconnect: the request that creates its consumer waits for an
+// answer as long as the watcher lives, and one that was sent before the
+// connection dropped, or to a cluster that lost its meta leader, gets
+// none.
 const (
 	watchIdle          = time.Second
 	watchGrace         = 250 * time.Millisecond
 	watchTick          = 50 * time.Millisecond
 	watchStatusTimeout = time.Second
+	watchCreateTimeout = 2 * time.Second
+	// watchBackoff is the first wait after a watcher could not be
+	// created; it doubles up to watchIdle, and a reconnect cuts it short.
+	watchBackoff = 100 * time.Millisecond
+	// watchStopTimeout bounds how long a stopped watcher's last updates
+	// are drained (see stopWatcher).
+	watchStopTimeout = 10 * time.Second
 )
+
+// reconnectNotifier is a bucket that tells of its connection's
+// reconnects: a Store's.
+type reconnectNotifier interface {
+	reconnected() <-chan struct{}
+}
+
+// replacement is the outcome of creating a watcher to replace the running
+// one (see createWatcher).
+type replacement struct {
+	w      jetstream.KeyWatcher
+	cancel context.CancelFunc
+	err    error
+}
 
 // Watch mirrors kv into m until ctx ends. It supervises the watcher: a
 // NATS watcher can go silent after a server restart (nats.go #1777), or
-// when the node its consumer lives on dies, so whenever nothing has
-// arrived for watchIdle Watch compares the last revision it applied with
-// the stream's last sequence and, if that revision does not arrive within
-// watchGrace, recreates the watcher from the next revision. ready is
-// closed after the first snapshot.
+// when the node its consumer lives on dies, so it replaces the watcher
+// with one from the next revision when the connection to NATS is
+// re-established (kv is a Store's bucket), and whenever nothing has
+// arrived for watchIdle it compares the last revision it applied with the
+// stream's last sequence and, if that revision does not arrive within
+// watchGrace, recreates the watcher too. ready is closed after the first
+// snapshot.
 func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger, ready chan<- struct{}) {
+	reconnected := func() <-chan struct{} { return nil } // never
+	if n, ok := kv.(reconnectNotifier); ok {
+		reconnected = n.reconnected
+	}
 	var (
 		lastRev  uint64
 		snapshot = true // the next watcher starts with a full snapshot
-		backoff  = 100 * time.Millisecond
+		backoff  = watchBackoff
 		// suspect: the last watcher fell behind, or the bucket did not
 		// answer; check every watchGrace until the bucket says this one
 		// is caught up.
 		suspect bool
+		// stopping: replaced watchers being stopped.
+		stopping sync.WaitGroup
 	)
+	defer stopping.Wait()
+	stop := func(w jetstream.KeyWatcher, cancel context.CancelFunc) {
+		stopping.Add(1)
+		go func() {
+			defer stopping.Done()
+			stopWatcher(w, cancel)
+		}()
+	}
 	for ctx.Err() == nil {
+		// Taken before the watcher is created: a reconnect from now on
+		// makes this one start over.
+		rc := reconnected()
 		var opts []jetstream.WatchOpt
 		if !snapshot {
 			opts = append(opts, jetstream.ResumeFromRevision(lastRev+1))
 		}
 		wctx, cancel := context.WithCancel(ctx)
-		w, err := kv.WatchAll(wctx, opts...)
+		w, err := createWatcher(wctx, cancel, kv, opts, rc)
 		if err != nil {
-			cancel()
+			if w != nil {
+				stop(w, cancel)
+			}
 			log.Warn("watch failed, retrying", zap.String("bucket", kv.Bucket()), zap.Error(err), zap.Duration("backoff", backoff))
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
+				backoff = min(backoff*2, watchIdle)
+			case <-rc: // the connection is back: at once
+				backoff = watchBackoff
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			suspect = true
 			continue
 		}
@@ -99,6 +171,8 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 		} else if snapshot {
 			initial = map[string][]byte{}
 		}
+		// Status requests end with this loop, not with a watcher's stop.
+		sctx, scancel := context.WithCancel(ctx)
 		var (
 			tick = time.NewTicker(watchTick)
 			// lastUpdate is when the watcher last delivered something;
@@ -111,18 +185,75 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 			// not applied it yet, seen at behindSince; 0 when caught up.
 			behind      uint64
 			behindSince time.Time
+			// next delivers the replacement being created after a
+			// reconnect, nil when none is; nextRC is the reconnect
+			// channel it was created under, nextCancel gives it up.
+			next       chan replacement
+			nextRC     <-chan struct{}
+			nextCancel context.CancelFunc
+			// nextAt is when to try again to replace the watcher, after
+			// an attempt failed; zero when no attempt is due.
+			nextAt time.Time
 		)
+		replace := func() {
+			nctx, ncancel := context.WithCancel(ctx)
+			ch, from, nrc := make(chan replacement, 1), lastRev+1, rc
+			go func() {
+				w, err := createWatcher(nctx, ncancel, kv, []jetstream.WatchOpt{jetstream.ResumeFromRevision(from)}, nrc)
+				ch <- replacement{w, ncancel, err}
+			}()
+			next, nextRC, nextCancel, nextAt = ch, nrc, ncancel, time.Time{}
+		}
 	loop:
 		for {
 			select {
 			case <-ctx.Done():
 				break loop
+			case <-rc:
+				rc = reconnected()
+				backoff = watchBackoff
+				suspect = true
+				if initial != nil || loading {
+					log.Info("nats reconnected, loading again", zap.String("bucket", kv.Bucket()))
+					break loop
+				}
+				log.Info("nats reconnected, replacing watcher", zap.String("bucket", kv.Bucket()),
+					zap.Uint64("applied", lastRev))
+				// One being created gives up at this reconnect, and is
+				// started again when it says so.
+				if next == nil {
+					replace()
+				}
+			case r := <-next:
+				next = nil
+				if r.err != nil {
+					if r.w != nil {
+						stop(r.w, r.cancel)
+					}
+					select {
+					case <-nextRC:
+						// Given up at a reconnect: again, at once, unless
+						// the reconnect is still to be seen (which does it).
+						if nextRC != rc {
+							replace()
+						}
+					default:
+						log.Warn("replacing watcher failed, retrying", zap.String("bucket", kv.Bucket()),
+							zap.Error(r.err), zap.Duration("backoff", backoff))
+						nextAt = time.Now().Add(backoff)
+						backoff = min(backoff*2, watchIdle)
+					}
+					continue
+				}
+				stop(w, cancel)
+				w, cancel = r.w, r.cancel
+				lastUpdate = time.Now()
 			case e, ok := <-w.Updates():
 				if !ok {
 					break loop
 				}
 				lastUpdate = time.Now()
-				backoff = 100 * time.Millisecond
+				backoff = watchBackoff
 				if e == nil { // caught up with the initial state
 					if initial != nil || loading {
 						if loading {
@@ -176,6 +307,9 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 					behind = max(behind, r.last)
 				}
 			case now := <-tick.C:
+				if !nextAt.IsZero() && !now.Before(nextAt) && next == nil {
+					replace()
+				}
 				if initial != nil || loading {
 					continue // the initial state is still arriving
 				}
@@ -197,16 +331,79 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 				if !checking && now.Sub(lastUpdate) >= every && now.Sub(lastCheck) >= every {
 					checking, lastCheck = true, now
 					go func() {
-						results <- lastSeq(wctx, kv)
+						results <- lastSeq(sctx, kv)
 					}()
 				}
 			}
 		}
 		tick.Stop()
-		_ = w.Stop()
-		cancel()
+		scancel()
 		if checking {
-			<-results // ends with wctx
+			<-results // ends with sctx
+		}
+		if next != nil {
+			nextCancel()
+			if r := <-next; r.w != nil {
+				stop(r.w, r.cancel)
+			}
+		}
+		stop(w, cancel)
+	}
+}
+
+// createWatcher starts a watcher of kv under wctx; cancel, wctx's, ends
+// it. It gives up, cancelling wctx, when the watcher's consumer is not
+// created within watchCreateTimeout or the connection is re-established
+// meanwhile (rc closed). With an error it may still return a watcher,
+// made just as it gave up: the caller stops it (stopWatcher), which can
+// take a while.
+func createWatcher(wctx context.Context, cancel context.CancelFunc, kv jetstream.KeyValue, opts []jetstream.WatchOpt,
+	rc <-chan struct{}) (jetstream.KeyWatcher, error) {
+	created := make(chan struct{})
+	var guard sync.WaitGroup
+	guard.Add(1)
+	go func() {
+		defer guard.Done()
+		t := time.NewTimer(watchCreateTimeout)
+		defer t.Stop()
+		select {
+		case <-created:
+		case <-wctx.Done():
+		case <-t.C:
+			cancel()
+		case <-rc:
+			cancel()
+		}
+	}()
+	w, err := kv.WatchAll(wctx, opts...)
+	close(created)
+	guard.Wait()
+	if err == nil && wctx.Err() != nil {
+		return w, fmt.Errorf("create watcher: %w", wctx.Err()) // given up just as it was made
+	}
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("create watcher: %w", err)
+	}
+	return w, nil
+}
+
+// stopWatcher stops w, deleting its consumer, ends its context, and
+// drains what it still delivers: its message handler may be blocked on a
+// full updates channel, and closes the channel once it returns.
+func stopWatcher(w jetstream.KeyWatcher, cancel context.CancelFunc) {
+	_ = w.Stop()
+	cancel()
+	t := time.NewTimer(watchStopTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-t.C:
+			return
 		}
 	}
 }
