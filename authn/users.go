@@ -77,7 +77,14 @@ type UserVerifier struct {
 	o    UserOptions
 	key  [32]byte // the memo's key, random per process
 	memo *ristretto.Cache[uint64, *memo]
+	// neg remembers names the store does not know (never the only copy:
+	// a dropped entry costs a lookup).
+	neg *ristretto.Cache[string, struct{}]
 }
+
+// negativeTTL is how long a name the store does not know is remembered,
+// so that guessing at names does not cost a store round trip each.
+const negativeTTL = 5 * time.Second
 
 type memo struct {
 	sum [32]byte
@@ -99,6 +106,13 @@ func NewUserVerifier(set *Set, o UserOptions) (*UserVerifier, error) {
 	if _, err := rand.Read(v.key[:]); err != nil {
 		return nil, err
 	}
+	neg, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
+		NumCounters: 1 << 17, MaxCost: 1 << 14, BufferItems: 64, IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	v.neg = neg
 	if o.MemoSize > 0 {
 		m, err := ristretto.NewCache(&ristretto.Config[uint64, *memo]{
 			NumCounters: int64(o.MemoSize) * 10, MaxCost: int64(o.MemoSize), BufferItems: 64, IgnoreInternalCost: true,
@@ -113,6 +127,7 @@ func NewUserVerifier(set *Set, o UserOptions) (*UserVerifier, error) {
 
 // Close releases the memo.
 func (v *UserVerifier) Close() {
+	v.neg.Close()
 	if v.memo != nil {
 		v.memo.Close()
 	}
@@ -180,12 +195,13 @@ func (v *UserVerifier) slow(user string, password []byte, sum *[32]byte) (*Crede
 	ctx, cancel := context.WithTimeout(context.Background(), v.o.LookupTimeout)
 	defer cancel()
 	c := v.Set.Get([]byte(user))
-	if c == nil && v.o.Lookup != nil {
+	if _, unknown := v.neg.Get(user); c == nil && !unknown && v.o.Lookup != nil {
 		var err error
 		c, err = v.o.Lookup(ctx, user)
 		switch {
 		case errors.Is(err, ErrInvalid):
 			c = nil
+			v.neg.SetWithTTL(user, struct{}{}, 1, negativeTTL)
 		case err != nil:
 			return nil, ErrUnavailable
 		}

@@ -280,3 +280,29 @@ func BenchmarkBasicNotMemoised(b *testing.B) {
 		}
 	}
 }
+
+// TestUnknownUserLookedUpOnce: a name neither in the set nor in the store
+// is asked of the store once, then remembered; a user created meanwhile
+// is found as soon as the set has it.
+func TestUnknownUserLookedUpOnce(t *testing.T) {
+	h := NewHasher(tiny, 0)
+	set := NewSet()
+	var lookups int
+	v := newUserVerifier(t, set, UserOptions{Hasher: h, Lookup: func(ctx context.Context, id string) (*Credential, error) {
+		lookups++
+		return nil, ErrInvalid
+	}})
+	for i := 0; i < 10; i++ {
+		if _, err := v.Verify(access.Presented{Kind: access.KindBasic, Secret: basicToken("ghost", "pw")}); !errors.Is(err, ErrInvalid) {
+			t.Fatal(err)
+		}
+		v.neg.Wait()
+	}
+	if lookups != 1 {
+		t.Errorf("%d store lookups for one unknown name, want 1", lookups)
+	}
+	set.Put(newUser(t, h, "ghost", "pw", "acme"))
+	if _, err := v.Verify(access.Presented{Kind: access.KindBasic, Secret: basicToken("ghost", "pw")}); err != nil {
+		t.Errorf("a user in the set after a miss was remembered: %v", err)
+	}
+}

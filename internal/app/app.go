@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -178,7 +179,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	}
 	defer a.clientVerifier.Close()
 	ba := cfg.Auth.Basic
-	a.hasher = authn.NewHasher(authn.Argon2Params{Time: ba.Argon2.Time, Memory: uint32(ba.Argon2.Memory >> 10), Threads: ba.Argon2.Threads}, 0)
+	a.hasher = authn.NewHasher(authn.Argon2Params{Time: ba.Argon2.Time, Memory: uint32(ba.Argon2.Memory >> 10), Threads: ba.Argon2.Threads},
+		// Half the cores at most hash passwords: a flood of wrong ones
+		// leaves the other half to serve everyone else.
+		max(1, runtime.GOMAXPROCS(0)/2))
 	fl := cfg.Auth.Failures
 	a.userVerifier, err = authn.NewUserVerifier(a.users, authn.UserOptions{
 		Hasher: a.hasher, Lookup: a.lookup(store.KindUser), LookupTimeout: cfg.NATS.Timeout.D(),
