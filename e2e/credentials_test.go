@@ -400,3 +400,43 @@ func metric(t *testing.T, in *instance, name string) float64 {
 	}
 	return sum
 }
+
+// TestRequireTLS: a route that accepts passwords refuses them in clear
+// text (403 tls_required) unless a trusted proxy in front says the
+// client spoke https; the default is on for basic routes unless the
+// proxy listens on loopback only.
+func TestRequireTLS(t *testing.T) {
+	up := backend(t)
+	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
+	in.config = filepath.Join(in.dir, "config.yaml")
+	cfg := fmt.Sprintf(`listen: %s
+admin: {listen: %s, token: %s}
+data_dir: %s
+log: {access: false}
+auth: {basic: {argon2: {time: 1, memory: 8MiB, threads: 1}}}
+trusted_proxies: [127.0.0.2]
+plans:
+  pro: {monthly_requests: 1000}
+routes:
+  - {path_prefix: /, upstream: http://%s, auth: [basic], require_tls: true}
+`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), up)
+	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in.start()
+	adminCall(t, in, "POST", "/v1/tenants", map[string]any{"id": "acme", "plan": "pro"}, nil)
+	adminCall(t, in, "POST", "/v1/users", map[string]any{"username": "bot", "password": "correct horse", "tenants": []string{"acme"}}, nil)
+	hc := &http.Client{Timeout: 10 * time.Second}
+	st, _, body := call(t, hc, in, "GET", "/x", "Authorization", basic("bot", "correct horse"))
+	if st != 403 || !strings.Contains(string(body), "tls_required") {
+		t.Errorf("Basic in clear text: %d %s, want 403 tls_required", st, body)
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	proxied := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+	if st, r, body := call(t, proxied, in, "GET", "/x", "Authorization", basic("bot", "correct horse"), "X-Forwarded-Proto", "https"); st != 200 || r.Headers["X-Forwarded-Proto"] != "https" {
+		t.Errorf("through a trusted proxy that terminated TLS: %d %s", st, body)
+	}
+	if st, _, _ := call(t, hc, in, "GET", "/x", "Authorization", basic("bot", "correct horse"), "X-Forwarded-Proto", "https"); st != 403 {
+		t.Errorf("X-Forwarded-Proto from an untrusted peer was believed: %d", st)
+	}
+}

@@ -444,6 +444,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 		}
 		err = up.pipe.Do(req, &ctx.Response)
 	} else {
+		// The scheme must be the upstream's: fasthttp parses a request
+		// that came over TLS as https (one in clear as http), and a
+		// HostClient refuses any other (ErrHostClientRedirectToDifferentScheme).
+		if up.https {
+			req.URI().SetSchemeBytes(vHTTPS)
+		} else {
+			req.URI().SetSchemeBytes(vHTTP)
+		}
 		err = up.client.Do(req, &ctx.Response)
 	}
 	if err != nil {

@@ -142,6 +142,16 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	}
 	defer aln.Close()
 	a.ProxyAddr, a.AdminAddr = pln.Addr().String(), aln.Addr().String()
+	// TLS termination: handshakes run in the serving goroutines; the
+	// certificates are read again when their files change.
+	proxyLn, _, err := tlsListener(pln, cfg.TLS, a.log.Named("tls"))
+	if err != nil {
+		return err
+	}
+	adminLn, _, err := tlsListener(aln, cfg.Admin.TLS, a.log.Named("admin.tls"))
+	if err != nil {
+		return err
+	}
 
 	replica := nuid.Next()
 	// The ledger's duplicate window, one value for the store that keeps
@@ -319,9 +329,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	}
 	// The listeners: the first to fail ends serving, as the context does.
 	serving, servingCtx := errgroup.WithContext(ctx)
-	serving.Go(func() error { return srv.Serve(proxy.Listener(pln)) })
+	serving.Go(func() error { return srv.Serve(proxy.Listener(proxyLn)) })
 	serving.Go(func() error {
-		if err := adm.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+		if err := adm.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

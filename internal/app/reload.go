@@ -80,6 +80,9 @@ func fixedChanges(a, b *config.Config) []string {
 		}
 	}
 	check("listen", a.Listen, b.Listen)
+	check("tls", a.TLS, b.TLS)
+	check("auth.basic", a.Auth.Basic, b.Auth.Basic)
+	check("auth.failures", a.Auth.Failures, b.Auth.Failures)
 	check("admin", a.Admin, b.Admin)
 	check("data_dir", a.DataDir, b.DataDir)
 	check("nats", a.NATS, b.NATS)

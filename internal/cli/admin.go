@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -652,6 +654,25 @@ func listQuery(a args, also ...string) string {
 
 // clientFor resolves the admin URL and token: flags, then environment,
 // then the config file.
+// trusting returns an HTTP client that trusts the certificates in the PEM
+// file certFile as well as the system's roots.
+func trusting(certFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("admin.tls: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("admin.tls: no certificate in %s", certFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
+}
+
 func clientFor(a args, stdio IO) (*Client, error) {
 	c := &Client{}
 	c.URL, _ = a.get("url")
@@ -674,6 +695,14 @@ func clientFor(a args, stdio IO) (*Client, error) {
 			}
 			if c.URL == "" {
 				c.URL = "http://" + cfg.Admin.Listen
+				if t := cfg.Admin.TLS; t != nil {
+					// The admin listener's own certificate is trusted,
+					// beside the system's roots: it is often self-signed.
+					c.URL = "https://" + cfg.Admin.Listen
+					if c.HTTP, err = trusting(t.CertFile); err != nil {
+						return nil, err
+					}
+				}
 			}
 			if c.Token == "" {
 				c.Token = cfg.Admin.Token

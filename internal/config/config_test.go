@@ -777,3 +777,31 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestRequiresTLS: routes accepting passwords need TLS by default unless
+// the proxy listens on loopback only; require_tls says otherwise.
+func TestRequiresTLS(t *testing.T) {
+	on, off := true, false
+	tests := []struct {
+		auth   []string
+		set    *bool
+		listen string
+		want   bool
+	}{
+		{[]string{"basic"}, nil, "0.0.0.0:8080", true},
+		{[]string{"api_key", "basic"}, nil, "10.0.0.1:8080", true},
+		{[]string{"basic"}, nil, "127.0.0.1:8080", false},
+		{[]string{"basic"}, nil, "[::1]:8080", false},
+		{[]string{"basic"}, nil, "localhost:8080", false},
+		{[]string{"basic"}, nil, ":8080", true},
+		{[]string{"api_key"}, nil, "0.0.0.0:8080", false},
+		{[]string{"api_key"}, &on, "127.0.0.1:8080", true},
+		{[]string{"basic"}, &off, "0.0.0.0:8080", false},
+	}
+	for _, tt := range tests {
+		r := Route{Auth: tt.auth, RequireTLS: tt.set}
+		if got := r.RequiresTLS(tt.listen); got != tt.want {
+			t.Errorf("auth %v require_tls %v on %s: %v, want %v", tt.auth, tt.set, tt.listen, got, tt.want)
+		}
+	}
+}

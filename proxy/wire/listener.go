@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"runtime"
@@ -39,7 +40,42 @@ func (l yieldListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &yieldConn{Conn: c, inHead: true}, nil
+	yc := &yieldConn{Conn: c, inHead: true}
+	if _, ok := c.(tlsConn); ok {
+		// fasthttp's RequestCtx.IsTLS and TLSConnectionState look for
+		// these methods on the connection it serves.
+		return yieldTLSConn{yc}, nil
+	}
+	return yc, nil
+}
+
+// tlsConn is what fasthttp recognises as a TLS connection.
+type tlsConn interface {
+	Handshake() error
+	ConnectionState() tls.ConnectionState
+}
+
+// yieldTLSConn is a yieldConn over a TLS connection: it shows the TLS
+// methods through.
+type yieldTLSConn struct{ *yieldConn }
+
+// Handshake runs the TLS handshake if it has not run yet.
+func (c yieldTLSConn) Handshake() error { return c.Conn.(tlsConn).Handshake() }
+
+// ConnectionState describes the TLS connection.
+func (c yieldTLSConn) ConnectionState() tls.ConnectionState {
+	return c.Conn.(tlsConn).ConnectionState()
+}
+
+// asYield returns the yieldConn of a connection of Listener, or nil.
+func asYield(conn net.Conn) *yieldConn {
+	switch c := conn.(type) {
+	case *yieldConn:
+		return c
+	case yieldTLSConn:
+		return c.yieldConn
+	}
+	return nil
 }
 
 // yieldConn yields once before the first read after a write. The flags
@@ -69,7 +105,7 @@ const (
 // LingerOnClose marks a client connection of Listener to linger when it
 // closes; other connections are left as they are.
 func LingerOnClose(conn net.Conn) {
-	if c, ok := conn.(*yieldConn); ok {
+	if c := asYield(conn); c != nil {
 		c.linger.Store(true)
 	}
 }
@@ -78,7 +114,7 @@ func LingerOnClose(conn net.Conn) {
 // HTTP requests (an upgraded protocol runs on it): its reads are no longer
 // scanned for request heads.
 func Hijacked(conn net.Conn) {
-	if c, ok := conn.(*yieldConn); ok {
+	if c := asYield(conn); c != nil {
 		c.raw.Store(true)
 	}
 }
@@ -86,8 +122,8 @@ func Hijacked(conn net.Conn) {
 // BareLineFeeds reports whether a client connection of Listener was
 // refused for a head ending in bare line feeds.
 func BareLineFeeds(conn net.Conn) bool {
-	c, ok := conn.(*yieldConn)
-	return ok && c.bareLF.Load()
+	c := asYield(conn)
+	return c != nil && c.bareLF.Load()
 }
 
 func (c *yieldConn) Write(b []byte) (int, error) {
@@ -167,7 +203,14 @@ func (c *yieldConn) before(b []byte, k, d int) byte {
 // still sending its request would often lose the answer to it.
 func (c *yieldConn) Close() error {
 	if c.linger.Load() {
-		if tc, ok := c.Conn.(*net.TCPConn); ok {
+		conn := c.Conn
+		if tc, ok := conn.(*tls.Conn); ok {
+			// close_notify ends the answer for the client; what it still
+			// sends is dropped undecrypted, below TLS.
+			_ = tc.CloseWrite()
+			conn = tc.NetConn()
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()
 			_ = tc.SetReadDeadline(time.Now().Add(lingerTime))
 			_, _ = io.CopyN(io.Discard, tc, lingerBytes)
