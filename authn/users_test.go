@@ -306,3 +306,54 @@ func TestUnknownUserLookedUpOnce(t *testing.T) {
 		t.Errorf("a user in the set after a miss was remembered: %v", err)
 	}
 }
+
+// TestClientSecret: a client's id and secret, the previous secret while
+// its grace lasts, nothing once the client expires; malformed ids are
+// refused without a lookup.
+func TestClientSecret(t *testing.T) {
+	set := NewSet()
+	v, err := NewVerifier(set, VerifierOptions{Lookup: func(ctx context.Context, id string) (*Credential, error) {
+		t.Errorf("lookup of %q", id)
+		return nil, ErrInvalid
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	id := NewClient()
+	old, oldDigest := NewClientSecret()
+	cur, digest := NewClientSecret()
+	c := &Credential{ID: id, Tenant: "acme", Method: MethodClient, Digest: digest,
+		X: &Extra{PrevDigest: oldDigest, PrevUntil: time.Now().Add(time.Hour).UnixNano()}}
+	set.Put(c)
+	for _, s := range []string{cur, old} {
+		if got, err := v.Client([]byte(id), []byte(s)); err != nil || got != c {
+			t.Errorf("secret %q: %v, %v", s[:8], got, err)
+		}
+	}
+	if _, err := v.Client([]byte(id), []byte(cur+"x")); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a wrong secret: %v", err)
+	}
+	ended := *c
+	ended.X = &Extra{PrevDigest: oldDigest, PrevUntil: time.Now().Add(-time.Second).UnixNano()}
+	set.Put(&ended)
+	if _, err := v.Client([]byte(id), []byte(old)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("the previous secret after its grace: %v", err)
+	}
+	expired := ended
+	expired.Expires = time.Now().Add(-time.Second).UnixNano()
+	set.Put(&expired)
+	if _, err := v.Client([]byte(id), []byte(cur)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("an expired client: %v", err)
+	}
+	key := &Credential{ID: "tgc_AAAAAAAAAAAAAAAA", Tenant: "acme", Method: MethodAPIKey, Digest: digest}
+	set.Put(key)
+	if _, err := v.Client([]byte(key.ID), []byte(cur)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a credential of another kind: %v", err)
+	}
+	for _, bad := range []string{"", "tgc_", "tgc_short", "xyz_AAAAAAAAAAAAAAAA", "tgc_AAAAAAAAAAAAAAA!"} {
+		if _, err := v.Client([]byte(bad), []byte(cur)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("client id %q: %v, want ErrMalformed", bad, err)
+		}
+	}
+}

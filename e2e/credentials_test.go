@@ -254,6 +254,21 @@ func TestCredentialsAcrossReplicas(t *testing.T) {
 	waitStatus(t, hc, all, 401, time.Second, "GET", "/api/invoices/1", "X-API-Key", key.Key)
 	waitStatus(t, hc, all, 200, time.Second, "GET", "/api/invoices/1", "X-API-Key", regen.Key)
 
+	// A key that expires: accepted until then, then refused everywhere
+	// as an unknown one, with no change to deliver.
+	expires := time.Now().Add(3 * time.Second).UTC()
+	var short struct{ Key string }
+	if st := adminCall(t, a, "POST", "/v1/tenants/acme/keys", map[string]any{"name": "short", "expires": expires}, &short); st != 201 {
+		t.Fatalf("create an expiring key: %d", st)
+	}
+	waitStatus(t, hc, others, 200, 2*time.Second, "GET", "/api/x", "X-API-Key", short.Key)
+	time.Sleep(time.Until(expires))
+	for _, in := range all {
+		if st, _, body := call(t, hc, in, "GET", "/api/x", "X-API-Key", short.Key); st != 401 || !strings.Contains(string(body), "credential_invalid") {
+			t.Errorf("an expired key on %s: %d %s, want 401 credential_invalid", in.proxy, st, body)
+		}
+	}
+
 	// A client made on A is listed on B and C.
 	var client struct {
 		ID           string

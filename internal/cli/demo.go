@@ -42,7 +42,7 @@ func demo(ctx context.Context, args []string, stdio IO) error {
 		"demo": {MonthlyRequests: 1000},
 		"pro":  {MonthlyRequests: 8000, Addons: map[string]int64{"mcal": 8000}},
 	}
-	cfg.Routes = []config.Route{{PathPrefix: "/", Upstream: "http://" + ln.Addr().String(), Auth: []string{config.AuthAPIKey}}}
+	cfg.Routes = []config.Route{{PathPrefix: "/", Upstream: "http://" + ln.Addr().String(), Auth: []string{config.AuthAPIKey, "basic"}}}
 	if *quiet {
 		f := false
 		cfg.Log.Access = &f
@@ -68,6 +68,11 @@ Try it (the key belongs to tenant "demo", plan "demo": 1000 requests a month):
 Without a key you get 401 in the problems shape:
 
     curl -i http://%[1]s/anything
+
+Users authenticate with HTTP Basic (the password is read from stdin):
+
+    echo 'a long passphrase' | go run ./cmd/tollgate admin users create demo-bot --tenants demo --type api_only --scopes READ
+    curl -i -u demo-bot:'a long passphrase' http://%[1]s/anything     # 200; a POST is 403: no CREATE scope
 
 Admin token for this run (a new one each start):
 
