@@ -74,8 +74,14 @@ func (c *Credential) Principal() access.Principal {
 	if p.Modules == 0 {
 		p.Modules = access.AllModules
 	}
-	if c.Method == MethodUser || c.Method == MethodClient {
+	switch c.Method {
+	case MethodUser, MethodClient:
 		p.Subject = c.ID
+		p.SubjectType = c.Type.String()
+	case MethodToken:
+		// The backend sees who the token was issued to, never its id.
+		p.Credential = c.X.Client
+		p.Subject = c.X.User
 		p.SubjectType = c.Type.String()
 	}
 	return p

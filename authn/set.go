@@ -24,6 +24,9 @@ const (
 	MethodUser = access.KindBasic
 	// MethodClient is an OAuth client's id and secret.
 	MethodClient = access.KindClient
+	// MethodToken is an access token the token endpoint issued,
+	// presented as "Authorization: Bearer".
+	MethodToken = access.KindBearer
 )
 
 // Grants is the set of OAuth2 grants a credential may use at the token
@@ -96,6 +99,9 @@ type Extra struct {
 	// keeps working until PrevUntil (Unix nanoseconds).
 	PrevDigest [32]byte
 	PrevUntil  int64
+	// Client and User are, for an access token, the client (or API
+	// key) it was issued to and the user it acts for, if any.
+	Client, User string
 }
 
 // Tenants returns the tenants c may act for when it may act for several,

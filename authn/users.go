@@ -152,6 +152,20 @@ func (v *UserVerifier) Verify(c access.Presented) (access.Principal, error) {
 	return cr.Principal(), nil
 }
 
+// CheckPassword checks a user's name and password given apart (the
+// OAuth2 password grant), as Verify checks them in a Basic token. With
+// ErrThrottled it also returns the seconds to wait.
+func (v *UserVerifier) CheckPassword(user, password []byte) (*Credential, int64, error) {
+	if !ValidUsername(user) || len(password) == 0 || len(password) > MaxPassword {
+		return nil, 0, ErrInvalid
+	}
+	c, err := v.check(user, password)
+	if errors.Is(err, access.ErrThrottled) {
+		return nil, v.retryAfter(user), err
+	}
+	return c, 0, err
+}
+
 func (v *UserVerifier) retryAfter(user []byte) int64 {
 	d, _ := v.o.Failures.Blocked(string(user))
 	return max(int64((d+time.Second-1)/time.Second), 1)

@@ -34,10 +34,10 @@ func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, k
 			ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], max(id.RetryAfter, 1), 10))
 			p.fail(ctx, rs, 429, problems.CodeTooManyFailures, field, "")
 		case errors.Is(err, access.ErrMalformed):
-			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge(kinds))
+			ctx.Response.Header.SetCanonical(hWWWAuth, t.challengeOf(pc.Kind, kinds))
 			p.fail(ctx, rs, 401, problems.CodeCredentialMalformed, field, "")
 		default: // ErrInvalid, ErrExpired, ErrUnsupported and anything else: one answer
-			ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge(kinds))
+			ctx.Response.Header.SetCanonical(hWWWAuth, t.challengeOf(pc.Kind, kinds))
 			p.fail(ctx, rs, 401, problems.CodeCredentialInvalid, field, "")
 		}
 		return false
@@ -55,7 +55,7 @@ func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool
 	id, r := &rs.id, rs.route
 	if id.Expires != 0 && time.Now().UnixNano() >= id.Expires {
 		// An expired credential answers as an unknown one.
-		ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge(r.auth))
+		ctx.Response.Header.SetCanonical(hWWWAuth, t.challengeOf(id.Kind, r.auth))
 		p.fail(ctx, rs, 401, problems.CodeCredentialInvalid, "", "")
 		return false
 	}
@@ -70,6 +70,9 @@ func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool
 		}
 	}
 	if !id.Scopes.Covers(need) {
+		if id.Kind == access.KindBearer {
+			ctx.Response.Header.SetCanonical(hWWWAuth, challengeInsufficient)
+		}
 		p.fail(ctx, rs, 403, problems.CodeForbidden, "scope", "the credential lacks the "+need.String()+" scope")
 		return false
 	}
@@ -82,6 +85,9 @@ func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool
 			msg := "the credential is limited to modules, and this path is in none"
 			if mod != 0 {
 				msg = "the credential is not valid for module " + name
+			}
+			if id.Kind == access.KindBearer {
+				ctx.Response.Header.SetCanonical(hWWWAuth, challengeInsufficient)
 			}
 			p.fail(ctx, rs, 403, problems.CodeForbidden, "module", msg)
 			return false
@@ -285,8 +291,19 @@ func (t *table) challenge(kinds access.Kinds) []byte {
 	return challengeAPIKey
 }
 
+// challengeOf is the WWW-Authenticate of a 401 for a presented credential
+// of kind that was refused: a bearer token gets RFC 6750's invalid_token.
+func (t *table) challengeOf(kind access.Kind, kinds access.Kinds) []byte {
+	if kind == access.KindBearer {
+		return challengeInvalidToken
+	}
+	return t.challenge(kinds)
+}
+
 var (
-	challengeAPIKey = []byte(`ApiKey realm="tollgate"`)
-	challengeBearer = []byte(`Bearer realm="tollgate"`)
-	challengeBasic  = []byte(`Basic realm="tollgate", charset="UTF-8"`)
+	challengeInvalidToken = []byte(`Bearer realm="tollgate", error="invalid_token"`)
+	challengeInsufficient = []byte(`Bearer realm="tollgate", error="insufficient_scope"`)
+	challengeAPIKey       = []byte(`ApiKey realm="tollgate"`)
+	challengeBearer       = []byte(`Bearer realm="tollgate"`)
+	challengeBasic        = []byte(`Basic realm="tollgate", charset="UTF-8"`)
 )

@@ -35,7 +35,44 @@ const (
 	SelfLimitRequests
 	// SelfTenants lists the tenants the credential may act for.
 	SelfTenants
+	// SelfOAuthTenants lists them for a bearer token, in the admin
+	// API's list shape (oauth.tenants_path).
+	SelfOAuthTenants
 )
+
+// OAuthEndpoint names an endpoint of the OAuth2 server on the proxy
+// listener.
+type OAuthEndpoint uint8
+
+// OAuth2 endpoints (oauth.token_path, oauth.revoke_path).
+const (
+	OAuthToken OAuthEndpoint = 1 + iota
+	OAuthRevoke
+)
+
+// OAuthRequest is a request to an OAuth2 endpoint as the proxy read it:
+// its slices are valid until the hook returns.
+type OAuthRequest struct {
+	Endpoint      OAuthEndpoint
+	Method        string
+	ContentType   []byte
+	Query, Body   []byte
+	Authorization []byte // the Authorization header
+	APIKey        []byte // the header oauth.api_key_header names
+	Addr          netip.Addr
+	// Several says a parameter header the server reads (Authorization,
+	// the API key header) came more than once.
+	Several bool
+}
+
+// OAuthAnswer is the OAuth2 server's answer: a JSON body, and when set a
+// WWW-Authenticate challenge and a Retry-After.
+type OAuthAnswer struct {
+	Status     int
+	Body       []byte
+	Challenge  string
+	RetryAfter int64
+}
 
 // Options configure a Proxy. The hooks take and return the types of
 // package access, shared with authn and the limiter: the proxy converts
@@ -60,6 +97,9 @@ type Options struct {
 	// *problems.Error is shown as it is). If nil, the paths are not
 	// served.
 	SelfService func(kind SelfServiceKind, p access.Principal, method string, query, body []byte) (int, []byte, error)
+	// OAuth answers the token and revocation endpoints. If nil, they are
+	// not served.
+	OAuth func(r OAuthRequest) OAuthAnswer
 	// Log is the component logger. Default: no logging.
 	Log *zap.Logger
 	// Access receives one line per request when set.
@@ -291,10 +331,26 @@ func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting
 			kind = SelfLimitRequests
 		} else if len(t.selfTens) > 0 && bytes.Equal(rs.path, t.selfTens) {
 			kind = SelfTenants
+		} else if len(t.oauthTenants) > 0 && bytes.Equal(rs.path, t.oauthTenants) {
+			kind = SelfOAuthTenants
 		}
 		if kind != 0 {
 			if !expecting {
 				p.selfService(ctx, t, rs, kind)
+			}
+			return true
+		}
+	}
+	if p.o.OAuth != nil {
+		var ep OAuthEndpoint
+		if len(t.oauthToken) > 0 && bytes.Equal(rs.path, t.oauthToken) {
+			ep = OAuthToken
+		} else if len(t.oauthRevoke) > 0 && bytes.Equal(rs.path, t.oauthRevoke) {
+			ep = OAuthRevoke
+		}
+		if ep != 0 {
+			if !expecting {
+				p.oauth(ctx, t, rs, ep)
 			}
 			return true
 		}
@@ -357,7 +413,7 @@ func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ki
 	}
 	// Usage and limit requests are a tenant's: a credential of several
 	// names one as on a route (the X-Tenant header).
-	if kind != SelfTenants && !p.selectTenant(ctx, rs, tenantHeader, 0) {
+	if kind != SelfTenants && kind != SelfOAuthTenants && !p.selectTenant(ctx, rs, tenantHeader, 0) {
 		return
 	}
 	var body []byte
@@ -385,6 +441,47 @@ func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ki
 	ctx.Response.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(ctJSON)
 	ctx.Response.SetBodyRaw(out)
+}
+
+// oauth serves an OAuth2 endpoint through Options.OAuth. Its requests
+// are small forms: the body is read whole, up to 64 KiB.
+func (p *Proxy) oauth(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ep OAuthEndpoint) {
+	var body []byte
+	if s := ctx.RequestBodyStream(); s != nil {
+		b, err := io.ReadAll(io.LimitReader(s, 64<<10+1))
+		if err != nil {
+			p.fail(ctx, rs, 400, problems.CodeBadRequest, "body", "")
+			return
+		}
+		body = b
+	} else {
+		body = ctx.Request.Body()
+	}
+	if len(body) > 64<<10 {
+		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
+		return
+	}
+	h := &ctx.Request.Header
+	a := p.o.OAuth(OAuthRequest{
+		Endpoint: ep, Method: string(h.Method()), ContentType: h.ContentType(), Query: ctx.URI().QueryString(), Body: body,
+		Authorization: h.PeekBytes(hAuthorization), APIKey: h.PeekBytes(t.oauthKeyHdr), Addr: t.clientAddr(ctx),
+		Several: countHeader(h, hAuthorization) > 1 || countHeader(h, t.oauthKeyHdr) > 1,
+	})
+	if a.Challenge != "" {
+		ctx.Response.Header.SetCanonical(hWWWAuth, []byte(a.Challenge))
+	}
+	if a.RetryAfter > 0 {
+		var buf [24]byte
+		ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], a.RetryAfter, 10))
+	}
+	// RFC 6749 §5.1: token answers must not be cached.
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.Response.Header.Set("Pragma", "no-cache")
+	ctx.Response.SetStatusCode(a.Status)
+	if a.Body != nil {
+		ctx.Response.Header.SetContentTypeBytes(ctJSON)
+		ctx.Response.SetBodyRaw(a.Body)
+	}
 }
 
 // requestID keeps a client's X-Request-Id when it sent exactly one valid

@@ -31,7 +31,10 @@ type table struct {
 	selfUsage []byte
 	selfReqs  []byte
 	selfTens  []byte
-	selfAuth  access.Kinds // what authenticates on the self-service paths
+	// The OAuth2 endpoints, and the header a legacy client's API key
+	// comes in.
+	oauthToken, oauthRevoke, oauthTenants, oauthKeyHdr []byte
+	selfAuth                                           access.Kinds // what authenticates on the self-service paths
 	// selfTLS refuses Basic on the self-service paths in clear text, as
 	// a route accepting basic does by default.
 	selfTLS bool
@@ -114,7 +117,9 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 	if c.Auth.APIKey.AuthorizationScheme != "" {
 		t.authzSch = []byte(c.Auth.APIKey.AuthorizationScheme)
 	}
-	t.selfAuth = t.selfAuth.With(access.KindAPIKey).With(access.KindBasic)
+	t.selfAuth = t.selfAuth.With(access.KindAPIKey).With(access.KindBasic).With(access.KindBearer)
+	t.oauthToken, t.oauthRevoke, t.oauthTenants = []byte(c.OAuth.TokenPath), []byte(c.OAuth.RevokePath), []byte(c.OAuth.TenantsPath)
+	t.oauthKeyHdr = []byte(c.OAuth.APIKeyHeader)
 	t.selfTLS = (&config.Route{Auth: []string{"basic"}}).RequiresTLS(c.Listen)
 	t.hTenant, t.hCred, t.hAuth, t.hReqID = []byte(c.Headers.Tenant), []byte(c.Headers.Credential),
 		[]byte(c.Headers.AuthMethod), []byte(c.Headers.RequestID)

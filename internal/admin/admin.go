@@ -38,6 +38,9 @@ type Options struct {
 	Credentials *authn.Set
 	Users       *authn.Set
 	Clients     *authn.Set
+	// Tokens is this replica's set of access tokens issued by the token
+	// endpoint.
+	Tokens *authn.Set
 	// Hasher hashes users' passwords.
 	Hasher *authn.Hasher
 	// Usage reads a tenant's usage in the current period.
@@ -125,6 +128,10 @@ func New(o Options) *API {
 	a.handle("DELETE /v1/users/{username}", a.deleteUser)
 	a.handle("POST /v1/users/{username}/password", a.setPassword)
 	a.handle("POST /v1/tenants/{id}/keys/{key}/regenerate", a.regenerateKey)
+	a.handle("GET /v1/tokens", a.listTokens)
+	a.handle("GET /v1/tokens/{token}", a.getToken)
+	a.handle("DELETE /v1/tokens/{token}", a.deleteToken)
+	a.handle("POST /v1/tokens/revoke", a.revokeTokens)
 	a.handle("GET /v1/tenants/{id}/usage", a.usage)
 	a.handle("POST /v1/tenants/{id}/limit-requests", a.createLimitRequest)
 	a.handle("GET /v1/tenants/{id}/limit-requests", a.listLimitRequests)

@@ -52,10 +52,18 @@ func CredentialOfFields(f *store.KeyFields, in Interner) *authn.Credential {
 		c.Method = authn.MethodClient
 	case store.KindUser:
 		c.Method = authn.MethodUser
-		switch string(f.Type) {
-		case "api_only":
-			c.Type = authn.UserAPIOnly
-		default:
+	case store.KindToken:
+		c.Method = authn.MethodToken
+	default:
+		return nil
+	}
+	switch string(f.Type) {
+	case "api_only":
+		c.Type = authn.UserAPIOnly
+	case "standard":
+		c.Type = authn.UserStandard
+	case "":
+		if c.Method == authn.MethodUser {
 			c.Type = authn.UserStandard
 		}
 	default:
@@ -109,6 +117,12 @@ func CredentialOfFields(f *store.KeyFields, in Interner) *authn.Credential {
 			return nil
 		}
 		x.Password, hasX = string(f.Password), true
+	}
+	if c.Method == authn.MethodToken {
+		if len(f.Client) == 0 {
+			return nil
+		}
+		x.Client, x.User, hasX = in.name(f.Client), in.name(f.User), true
 	}
 	if len(f.PrevDigest) > 0 {
 		until, ok := unixNano(f.PrevUntil)

@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/oauth"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/tenants"
 	"github.com/tollgate/tollgate/limiter"
@@ -65,6 +66,8 @@ type App struct {
 	verifier *authn.Verifier // API keys
 	// clientVerifier checks OAuth clients' secrets (the token endpoint).
 	clientVerifier *authn.Verifier
+	tokens         *authn.Set
+	tokenVerifier  *authn.Verifier
 	userVerifier   *authn.UserVerifier
 	hasher         *authn.Hasher
 	lookups        *prometheus.CounterVec
@@ -203,8 +206,17 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		return err
 	}
 	defer a.userVerifier.Close()
+	a.tokens = authn.NewSet()
+	a.tokenVerifier, err = authn.NewVerifier(a.tokens, authn.VerifierOptions{
+		Lookup: a.lookup(store.KindToken), LookupTimeout: cfg.NATS.Timeout.D(),
+	})
+	if err != nil {
+		return err
+	}
+	defer a.tokenVerifier.Close()
 	a.authn.Register(access.KindAPIKey, a.verifier)
 	a.authn.Register(access.KindBasic, a.userVerifier)
+	a.authn.Register(access.KindBearer, authn.TokenVerifier{Verifier: a.tokenVerifier})
 	a.authn.Failures = authn.NewThrottle(fl.PerAddress, fl.Window.D(), 1<<16, authn.HashAddr)
 
 	a.quotas = limiter.NewQuotas(limiter.QuotaOptions{
@@ -233,7 +245,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		stopWatch()
 		_ = bg.Wait()
 	}()
-	tenantsReady, keysReady, requestsReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	tenantsReady, keysReady, requestsReady, tokensReady := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	bg.Go(func() error {
+		store.Watch(wctx, a.store.Tokens, &keyMirror{only: store.KindToken, sets: credSets{a.tokens}}, a.log.Named("watch"), tokensReady)
+		return nil
+	})
+	bg.Go(func() error { sweepTokens(wctx, a.tokens); return nil })
 	bg.Go(func() error {
 		store.Watch(wctx, a.store.LimitRequests, a.requests, a.log.Named("watch"), requestsReady)
 		return nil
@@ -259,7 +276,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	progress := time.NewTicker(time.Second)
 	defer progress.Stop()
 	lastCount, lastMove := int64(-1), time.Now()
-	for _, ch := range []chan struct{}{tenantsReady, keysReady, requestsReady} {
+	for _, ch := range []chan struct{}{tenantsReady, keysReady, requestsReady, tokensReady} {
 	wait:
 		for {
 			select {
@@ -304,8 +321,32 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		accessLog = proxy.NewAccessLog(o.LogOut)
 		a.access = accessLog
 	}
+	passwordGrants := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_oauth_password_grants_total",
+		Help: "Token requests of the OAuth2 password grant (legacy clients only, RFC 9700), by client.",
+	}, []string{"client"})
+	reg.MustRegister(passwordGrants)
+	oauthServer := oauth.New(oauth.Options{
+		Keys: a.verifier, Clients: a.clientVerifier, Users: a.userVerifier, Tokens: a.tokens,
+		LookupToken: a.lookup(store.KindToken), Bucket: a.store.Tokens, WriteCtx: a.store.WriteCtx,
+		Failures: a.authn.Failures, Config: a.Config, PasswordGrants: passwordGrants, Log: a.log.Named("oauth"), Now: o.Now,
+		Plan: func(tenant string) string {
+			if t := a.tenants.Get(tenant); t != nil {
+				return t.Plan
+			}
+			return ""
+		},
+		Admit: func(tenant string) bool {
+			d := a.quotas.AdmitRequest(tenant, "oauth", 1)
+			if d.Acquired {
+				a.quotas.Release(tenant)
+			}
+			return d.Allowed
+		},
+	})
 	a.proxy, err = proxy.New(cfg, proxy.Options{
 		Authenticate: a.authn.Authenticate, Admit: a.admit, Release: a.release, Refund: a.refund, SelfService: a.selfService,
+		OAuth:  oauthServer.Serve,
 		Log:    a.log.Named("proxy"),
 		Access: accessLog, Metrics: proxy.NewMetrics(reg),
 	})
@@ -314,7 +355,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	}
 	srv := a.proxy.Server(cfg)
 	a.adminAPI = admin.New(admin.Options{
-		Store: a.store, Tenants: a.tenants, LimitRequests: a.requests, Credentials: a.creds, Users: a.users, Clients: a.clients,
+		Store: a.store, Tenants: a.tenants, LimitRequests: a.requests, Credentials: a.creds, Users: a.users, Clients: a.clients, Tokens: a.tokens,
 		Hasher: a.hasher, Usage: a.quotas.Usage,
 		Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
 		Log: a.log.Named("admin"), Reload: a.Reload, Pprof: cfg.Admin.Pprof,
@@ -423,14 +464,18 @@ func (a *App) lookup(kind string) authn.Lookup {
 	return func(ctx context.Context, id string) (*authn.Credential, error) {
 		lookups.Inc()
 		var k store.Key
-		_, err := a.store.GetAtLeader(ctx, a.store.Keys, store.CredentialKey(kind, id), &k)
+		bucket, key := a.store.Keys, store.CredentialKey(kind, id)
+		if kind == store.KindToken {
+			bucket, key = a.store.Tokens, id
+		}
+		_, err := a.store.GetAtLeader(ctx, bucket, key, &k)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, authn.ErrInvalid
 		}
 		if err != nil {
 			return nil, authn.ErrUnavailable
 		}
-		if k.ID != id || setOf(k.Kind) != setOf(kind) {
+		if k.ID != id || normKind(k.Kind) != kind {
 			return nil, authn.ErrInvalid
 		}
 		c := admin.CredentialOf(&k)
@@ -447,6 +492,9 @@ func (a *App) lookup(kind string) authn.Lookup {
 // complete: a million keys are held neither as raw JSON nor in a staging
 // copy while they load.
 type keyMirror struct {
+	// only, when set, is the kind of every record (the tokens bucket,
+	// keyed by token id), all in sets[0].
+	only    string
 	sets    credSets
 	hint    int // keys expected in the initial state, to size the table
 	loading [3]*authn.Loading
@@ -492,6 +540,9 @@ const maxNames = 4096
 
 func (m *keyMirror) BeginLoad() {
 	for i, set := range m.sets {
+		if set == nil {
+			continue
+		}
 		hint := m.hint // most credentials are API keys
 		if i > 0 {
 			hint = 0
@@ -501,11 +552,22 @@ func (m *keyMirror) BeginLoad() {
 	m.interns = &interns{tenants: map[string]string{}, names: map[string]string{}}
 }
 
+// normKind is a record's kind, an API key's spelt out.
+func normKind(k string) string {
+	if k == "" {
+		return store.KindAPIKey
+	}
+	return k
+}
+
 // sets are the credential sets by kind: API keys, users, clients.
 type credSets [3]*authn.Set
 
 // of returns the index in credSets of kind.
 func setOf(kind string) int {
+	if kind == store.KindToken {
+		return 0 // the tokens mirror's only set
+	}
 	switch kind {
 	case store.KindUser:
 		return 1
@@ -515,9 +577,17 @@ func setOf(kind string) int {
 	return 0
 }
 
+// parseKey returns the kind and id of the record under key.
+func (m *keyMirror) parseKey(key string) (kind, id string, ok bool) {
+	if m.only != "" {
+		return m.only, key, true
+	}
+	return store.ParseCredentialKey(key)
+}
+
 func (m *keyMirror) Load(key string, v []byte) {
 	m.loaded.Add(1)
-	kind, id, ok := store.ParseCredentialKey(key)
+	kind, id, ok := m.parseKey(key)
 	if !ok {
 		return
 	}
@@ -537,8 +607,10 @@ func (m *keyMirror) Load(key string, v []byte) {
 
 func (m *keyMirror) Loaded() {
 	for i := range m.loading {
-		m.loading[i].Publish()
-		m.loading[i] = nil
+		if m.loading[i] != nil {
+			m.loading[i].Publish()
+			m.loading[i] = nil
+		}
 	}
 	m.interns = nil
 }
@@ -553,7 +625,7 @@ func (m *keyMirror) Snapshot(entries map[string][]byte) {
 }
 
 func (m *keyMirror) Update(key string, v []byte) {
-	kind, id, ok := store.ParseCredentialKey(key)
+	kind, id, ok := m.parseKey(key)
 	if !ok {
 		return
 	}
@@ -585,10 +657,33 @@ func decodeKey(kind, id string, v []byte, in *interns) *authn.Credential {
 		}
 		f = store.KeyFieldsOf(&k)
 	}
-	if string(f.ID) != id || setOf(string(f.Kind)) != setOf(kind) {
+	if string(f.ID) != id || normKind(string(f.Kind)) != kind {
 		return nil
 	}
 	return admin.CredentialOfFields(&f, admin.Interner{Tenant: in.tenant, Name: in.name})
+}
+
+// sweepTokens drops expired tokens from the set every half minute: they
+// already fail verification (their expiry is checked on each use), and the
+// bucket forgets them after store.MaxTokenLifetime without telling the
+// watchers, so memory would hold them until then.
+func sweepTokens(ctx context.Context, set *authn.Set) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		set.Range(func(c *authn.Credential) bool {
+			if c.Expired(now) {
+				set.Delete(c.ID)
+			}
+			return true
+		})
+	}
 }
 
 const tokenFile = "admin-token.sha256"

@@ -22,6 +22,16 @@ func (a *App) selfService(kind proxy.SelfServiceKind, id access.Principal, metho
 	var v any
 	status := 200
 	switch {
+	case kind == proxy.SelfOAuthTenants && method == "GET":
+		ts := id.Tenants
+		if ts == nil {
+			ts = []string{id.Tenant}
+		}
+		items := make([]map[string]string, len(ts))
+		for i, t := range ts {
+			items[i] = map[string]string{"id": t}
+		}
+		v = tenants.List[map[string]string]{Total: len(items), Size: len(items), OrderBy: "id", Items: items}
 	case kind == proxy.SelfTenants && method == "GET":
 		ts := id.Tenants
 		if ts == nil {

@@ -38,6 +38,8 @@ type Config struct {
 	TLS *TLS `yaml:"tls"`
 	// Auth configures how credentials are read from requests.
 	Auth Auth `yaml:"auth"`
+	// OAuth configures the OAuth2 token endpoint and bearer tokens.
+	OAuth OAuth `yaml:"oauth"`
 	// Modules names groups of routes by path prefix (DESIGN.md scenario
 	// 4): a credential limited to modules may only make requests whose
 	// path lies in one of them. Up to 64 modules.
@@ -82,6 +84,24 @@ type Admin struct {
 	Pprof bool `yaml:"pprof"`
 	// TLS, when set, terminates TLS on the admin listener.
 	TLS *TLS `yaml:"tls"`
+}
+
+// OAuth configures the token endpoint (RFC 6749), the revocation endpoint
+// (RFC 7009) and the tenants a token may act for, all on the proxy
+// listener.
+type OAuth struct {
+	TokenPath   string `yaml:"token_path"`   // default /oauth/token; empty: off
+	RevokePath  string `yaml:"revoke_path"`  // default /oauth/revoke; empty: off
+	TenantsPath string `yaml:"tenants_path"` // default /oauth/tenants; empty: off
+	// TokenLifetime is how long an access token is valid. Default 5m,
+	// at most 24h; a plan's token_lifetime overrides it.
+	TokenLifetime Duration `yaml:"token_lifetime"`
+	// APIKeyHeader is where a legacy client of the password grant
+	// identifies itself with an API key. Default Api-Key.
+	APIKeyHeader string `yaml:"api_key_header"`
+	// CountRequests makes token requests count against the tenant's
+	// monthly quota. Default false.
+	CountRequests bool `yaml:"count_requests"`
 }
 
 // TLS is a certificate and key for a listener, in PEM files that are
@@ -252,6 +272,9 @@ type Plan struct {
 	AutoApproveUpTo int64 `yaml:"auto_approve_up_to"`
 	// Timezone overrides quota.timezone for this plan's periods.
 	Timezone string `yaml:"timezone"`
+	// TokenLifetime overrides oauth.token_lifetime for this plan's
+	// tenants.
+	TokenLifetime Duration `yaml:"token_lifetime"`
 
 	// Parsed.
 	Location *time.Location `yaml:"-"`
@@ -428,7 +451,9 @@ func Default() *Config {
 			AuthMethod: "X-Tollgate-Auth", RequestID: "X-Request-Id",
 			User: "X-Tollgate-User", UserType: "X-Tollgate-User-Type", Scopes: "X-Tollgate-Scopes",
 		},
-		Quota:       Quota{Timezone: "UTC", MaxLease: 10000, LeaseIdle: Duration(30 * time.Second), LeaseHorizon: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
+		Quota: Quota{Timezone: "UTC", MaxLease: 10000, LeaseIdle: Duration(30 * time.Second), LeaseHorizon: Duration(10 * time.Second), LeaseTTL: Duration(30 * time.Second)},
+		OAuth: OAuth{TokenPath: "/oauth/token", RevokePath: "/oauth/revoke", TenantsPath: "/oauth/tenants",
+			TokenLifetime: Duration(5 * time.Minute), APIKeyHeader: "Api-Key"},
 		SelfService: SelfService{Usage: "/_tollgate/usage", LimitRequests: "/_tollgate/limit-requests", Tenants: "/_tollgate/tenants"},
 		Log:         Log{Level: "info", Access: &access},
 	}
@@ -465,11 +490,6 @@ func ValidName(s string) bool { return nameRE.MatchString(s) }
 
 // AuthAPIKey names the API key method in routes[].auth.
 const AuthAPIKey = "api_key"
-
-// availableAuth lists the credential kinds (access.Kind names) a route may
-// accept today; the other kinds of the model (basic, bearer) are refused
-// with a message saying so until they have a verifier.
-var availableAuth = map[access.Kind]bool{access.KindAPIKey: true, access.KindBasic: true}
 
 // scopeNames are the scopes a route's scopes may name.
 var scopeNames = map[string]access.Scopes{
@@ -559,6 +579,17 @@ func (c *Config) validate() []FieldError {
 	}
 	if c.Admin.TLS != nil {
 		checkTLS("admin.tls", c.Admin.TLS, add)
+	}
+	if c.OAuth.TokenLifetime < Duration(time.Second) || c.OAuth.TokenLifetime > Duration(24*time.Hour) {
+		add("oauth.token_lifetime", "want 1s to 24h")
+	}
+	if !headerRE.MatchString(c.OAuth.APIKeyHeader) {
+		add("oauth.api_key_header", "%q is not a header name", c.OAuth.APIKeyHeader)
+	}
+	for path, v := range map[string]string{"oauth.token_path": c.OAuth.TokenPath, "oauth.revoke_path": c.OAuth.RevokePath, "oauth.tenants_path": c.OAuth.TenantsPath} {
+		if v != "" && !strings.HasPrefix(v, "/") {
+			add(path, "%q must start with /", v)
+		}
 	}
 	if len(c.Modules) > 64 {
 		add("modules", "at most 64 modules")
@@ -666,6 +697,9 @@ func (c *Config) validate() []FieldError {
 		default:
 			add(path+".on_store_unavailable", "%q: want closed, lease or open", p.OnStoreUnavailable)
 		}
+		if p.TokenLifetime < 0 || p.TokenLifetime > Duration(24*time.Hour) {
+			add(path+".token_lifetime", "want 1s to 24h (0: oauth.token_lifetime)")
+		}
 		if p.AutoApproveUpTo < 0 {
 			add(path+".auto_approve_up_to", "must not be negative")
 		}
@@ -710,9 +744,7 @@ func (c *Config) validate() []FieldError {
 			k := access.KindNamed(a)
 			switch {
 			case k == 0 || k == access.KindClient:
-				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: unknown method (known: api_key, basic)", a)
-			case !availableAuth[k]:
-				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: not available yet (available: api_key, basic)", a)
+				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: unknown method (known: api_key, basic, bearer)", a)
 			case seen.Has(k):
 				add(fmt.Sprintf("%s.auth[%d]", path, j), "%q: listed twice", a)
 			}

@@ -304,9 +304,9 @@ var invalidConfigs = []struct {
 		want: []wantProblem{{3, "routes[0].auth[1]", `listed twice`}},
 	},
 	{
-		name: "auth method not available yet",
-		text: "routes:\n  - upstream: http://x\n    auth:\n      - api_key\n      - bearer\n",
-		want: []wantProblem{{5, "routes[0].auth[1]", `"bearer": not available yet`}},
+		name: "auth method of the token endpoint only",
+		text: "routes:\n  - upstream: http://x\n    auth:\n      - api_key\n      - client\n",
+		want: []wantProblem{{5, "routes[0].auth[1]", `"client": unknown method`}},
 	},
 	{
 		name: "route scopes and tenant_from",
@@ -472,7 +472,7 @@ plans:
     monthly_requests: -5
 routes:
   - upstream: ftp://x
-    auth: [bearer]
+    auth: [client]
   - upstream: missing
     path_prefix: /
 `
@@ -489,7 +489,7 @@ routes:
 		{6, "quota.timezone", "unknown time zone"},
 		{9, "plans.pro.monthly_requests", "must not be negative"},
 		{11, "routes[0].upstream", "unsupported scheme"},
-		{12, "routes[0].auth[0]", `"bearer": not available yet`},
+		{12, "routes[0].auth[0]", `"client": unknown method`},
 		{13, "routes[1].upstream", `"missing": no such upstream`},
 		{13, "routes[1]", "duplicates routes[0]"},
 	})

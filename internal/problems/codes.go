@@ -18,26 +18,35 @@ const (
 	CodeForbidden           Code = "forbidden"
 	CodeTooManyFailures     Code = "too_many_failures"
 	CodeTLSRequired         Code = "tls_required"
-	CodeQuotaExceeded       Code = "quota_exceeded"
-	CodeRateLimited         Code = "rate_limited"
-	CodeConcurrencyLimited  Code = "concurrency_limited"
-	CodeStoreUnavailable    Code = "store_unavailable"
-	CodeUpstreamUnreachable Code = "upstream_unreachable"
-	CodeUpstreamTimeout     Code = "upstream_timeout"
-	CodeUpstreamError       Code = "upstream_error"
-	CodeUpgradeRefused      Code = "upgrade_refused"
-	CodeInternal            Code = "internal_error"
-	CodeUnauthorized        Code = "unauthorized"
-	CodeNotFound            Code = "not_found"
-	CodeMethodNotAllowed    Code = "method_not_allowed"
-	CodeInvalidField        Code = "invalid_field"
-	CodeConflict            Code = "conflict"
-	CodeUnavailable         Code = "unavailable"
-	CodeVersionNotSupported Code = "version_not_supported"
-	CodeInvalidFraming      Code = "invalid_framing"
-	CodeInvalidTarget       Code = "invalid_target"
-	CodeInvalidHost         Code = "invalid_host"
-	CodeAmbiguousPath       Code = "ambiguous_path"
+	// The errors of RFC 6749 §5.2, RFC 6750 §3.1 and RFC 7009 §2.2.1,
+	// under the names the RFCs give them.
+	CodeInvalidRequest       Code = "invalid_request"
+	CodeInvalidClient        Code = "invalid_client"
+	CodeInvalidGrant         Code = "invalid_grant"
+	CodeUnauthorizedClient   Code = "unauthorized_client"
+	CodeUnsupportedGrantType Code = "unsupported_grant_type"
+	CodeInvalidScope         Code = "invalid_scope"
+	CodeUnsupportedTokenType Code = "unsupported_token_type"
+	CodeQuotaExceeded        Code = "quota_exceeded"
+	CodeRateLimited          Code = "rate_limited"
+	CodeConcurrencyLimited   Code = "concurrency_limited"
+	CodeStoreUnavailable     Code = "store_unavailable"
+	CodeUpstreamUnreachable  Code = "upstream_unreachable"
+	CodeUpstreamTimeout      Code = "upstream_timeout"
+	CodeUpstreamError        Code = "upstream_error"
+	CodeUpgradeRefused       Code = "upgrade_refused"
+	CodeInternal             Code = "internal_error"
+	CodeUnauthorized         Code = "unauthorized"
+	CodeNotFound             Code = "not_found"
+	CodeMethodNotAllowed     Code = "method_not_allowed"
+	CodeInvalidField         Code = "invalid_field"
+	CodeConflict             Code = "conflict"
+	CodeUnavailable          Code = "unavailable"
+	CodeVersionNotSupported  Code = "version_not_supported"
+	CodeInvalidFraming       Code = "invalid_framing"
+	CodeInvalidTarget        Code = "invalid_target"
+	CodeInvalidHost          Code = "invalid_host"
+	CodeAmbiguousPath        Code = "ambiguous_path"
 )
 
 // Entry describes one code: the status it is normally sent with and the
@@ -62,6 +71,13 @@ var Catalogue = []Entry{
 	{CodeCredentialExpired, 401, "the credential has expired"},
 	{CodeTooManyFailures, 429, "too many failed authentications; retry later"},
 	{CodeTLSRequired, 403, "this route accepts requests over HTTPS only"},
+	{CodeInvalidRequest, 400, "the token request is missing a parameter, repeats one, or is malformed"},
+	{CodeInvalidClient, 401, "the client could not be authenticated"},
+	{CodeInvalidGrant, 400, "the user name and password are not valid"},
+	{CodeUnauthorizedClient, 400, "the client may not use this grant"},
+	{CodeUnsupportedGrantType, 400, "the grant type is not supported"},
+	{CodeInvalidScope, 400, "the scope asked for is unknown or beyond the client's"},
+	{CodeUnsupportedTokenType, 400, "the token type cannot be revoked"},
 	{CodeForbidden, 403, "the credential may not access this route"},
 	{CodeQuotaExceeded, 429, "the monthly request quota is exhausted"},
 	{CodeRateLimited, 429, "too many requests in a short time"},

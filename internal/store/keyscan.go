@@ -13,6 +13,7 @@ import (
 type KeyFields struct {
 	ID, Kind, Tenant, Name, Prefix, Digest, Created         []byte
 	Password, Type, Expires, PrevDigest, PrevUntil, Updated []byte
+	Client, User                                            []byte
 	Tenants, Scopes, Modules, Grants                        []byte
 }
 
@@ -62,7 +63,7 @@ func KeyFieldsOf(k *Key) KeyFields {
 	created, _ := k.Created.MarshalText()
 	return KeyFields{ID: []byte(k.ID), Kind: str(k.Kind), Tenant: str(k.Tenant), Name: []byte(k.Name), Prefix: str(k.Prefix),
 		Digest: str(k.Digest), Created: created, Password: str(k.Password), Type: str(k.Type), Expires: tm(k.Expires),
-		PrevDigest: str(k.PrevDigest), PrevUntil: tm(k.PrevUntil), Updated: tm(k.Updated),
+		PrevDigest: str(k.PrevDigest), PrevUntil: tm(k.PrevUntil), Updated: tm(k.Updated), Client: str(k.Client), User: str(k.User),
 		Tenants: arr(k.Tenants), Scopes: arr(k.Scopes), Modules: arr(k.Modules), Grants: arr(k.Grants)}
 }
 
@@ -134,6 +135,10 @@ func ScanKey(v []byte, f *KeyFields) bool {
 			f.PrevUntil = val
 		case "updated":
 			f.Updated = val
+		case "client":
+			f.Client = val
+		case "user":
+			f.User = val
 		case "id":
 			f.ID = val
 		case "tenant":

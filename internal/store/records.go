@@ -30,7 +30,8 @@ type Tenant struct {
 // its SHA-256 digest, a password as an argon2id hash.
 type Key struct {
 	ID string `json:"id"` // key id, client id or user name
-	// Kind is "" or "api_key" for an API key, "client" or "user".
+	// Kind is "" or "api_key" for an API key, "client", "user" or
+	// "token".
 	Kind    string   `json:"kind,omitempty"`
 	Tenant  string   `json:"tenant,omitempty"`  // the one tenant
 	Tenants []string `json:"tenants,omitempty"` // or several
@@ -41,6 +42,10 @@ type Key struct {
 	Password string `json:"password,omitempty"`
 	// Type is a user's type: "api_only" or "standard".
 	Type string `json:"type,omitempty"`
+	// Client and User are, for an access token, the client (or API key)
+	// it was issued to and the user it acts for.
+	Client string `json:"client,omitempty"`
+	User   string `json:"user,omitempty"`
 	// Scopes, Modules and Grants limit the credential; nil: all scopes,
 	// every module, no grants.
 	Scopes  []string `json:"scopes,omitempty"`
@@ -61,6 +66,8 @@ const (
 	KindAPIKey = "api_key"
 	KindClient = "client"
 	KindUser   = "user"
+	// KindToken is an access token, in the tokens bucket under its id.
+	KindToken = "token"
 )
 
 // CredentialKey returns the bucket key of the credential of kind with id:

@@ -28,8 +28,11 @@ import (
 
 // Bucket and stream names.
 const (
-	BucketTenants       = "tollgate_tenants"
-	BucketKeys          = "tollgate_keys"
+	BucketTenants = "tollgate_tenants"
+	BucketKeys    = "tollgate_keys"
+	// BucketTokens holds access tokens; an entry lives MaxTokenLifetime
+	// at most (the bucket's TTL), a token its own lifetime.
+	BucketTokens        = "tollgate_tokens"
 	BucketLimitRequests = "tollgate_limit_requests"
 	BucketLeases        = "tollgate_leases"
 	streamLedger        = "TOLLGATE_LEDGER"
@@ -41,6 +44,11 @@ const (
 // 30s before the window ends. A deployment that changes one must pass the
 // same value to both (limiter.QuotaOptions.DuplicateWindow).
 const DefaultDuplicateWindow = limiter.DuplicateWindow
+
+// MaxTokenLifetime bounds an access token's lifetime: the tokens
+// bucket's TTL, after which the store forgets a token whatever its own
+// expiry says.
+const MaxTokenLifetime = 24 * time.Hour
 
 // defaultTimeout is the default of Options.Timeout.
 const defaultTimeout = 2 * time.Second
@@ -91,8 +99,10 @@ type Store struct {
 	Keys    jetstream.KeyValue
 	// LimitRequests holds limit increase requests.
 	LimitRequests jetstream.KeyValue
-	Ledger        *Ledger
-	leases        jetstream.KeyValue
+	// Tokens holds access tokens (not migrated: they live minutes).
+	Tokens jetstream.KeyValue
+	Ledger *Ledger
+	leases jetstream.KeyValue
 	// leasesAtomic says the leases bucket takes atomic batches;
 	// recordWriter then groups concurrent lease record updates.
 	leasesAtomic bool
@@ -196,9 +206,11 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
-	}{{BucketTenants, &s.Tenants}, {BucketKeys, &s.Keys}, {BucketLimitRequests, &s.LimitRequests}, {BucketLeases, &s.leases}} {
+		ttl  time.Duration
+	}{{BucketTenants, &s.Tenants, 0}, {BucketKeys, &s.Keys, 0}, {BucketLimitRequests, &s.LimitRequests, 0}, {BucketLeases, &s.leases, 0},
+		{BucketTokens, &s.Tokens, MaxTokenLifetime}} {
 		kv, err := su.ensureKV(ctx, jetstream.KeyValueConfig{
-			Bucket: b.name, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Bucket: b.name, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: b.ttl,
 		})
 		if err != nil {
 			s.Close()
@@ -206,7 +218,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		}
 		*b.kv = kv
 	}
-	for _, kv := range []*jetstream.KeyValue{&s.Tenants, &s.Keys, &s.LimitRequests} {
+	for _, kv := range []*jetstream.KeyValue{&s.Tenants, &s.Keys, &s.LimitRequests, &s.Tokens} {
 		*kv = &bucket{KeyValue: *kv, timeout: o.Timeout, store: s}
 	}
 	// Lease records of many tenants are written at once on shutdown.
@@ -593,7 +605,7 @@ func (e *ReplicasError) Error() string {
 
 // assetNames are the streams Open creates or uses.
 func assetNames(o Options) []string {
-	names := []string{"KV_" + BucketTenants, "KV_" + BucketKeys, "KV_" + BucketLimitRequests, "KV_" + BucketLeases}
+	names := []string{"KV_" + BucketTenants, "KV_" + BucketKeys, "KV_" + BucketLimitRequests, "KV_" + BucketLeases, "KV_" + BucketTokens}
 	for i := 0; i < o.LedgerShards; i++ {
 		names = append(names, ledgerStream(i))
 	}
