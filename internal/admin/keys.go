@@ -347,7 +347,8 @@ func (a *API) deleteKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 // deleteRecord deletes a credential from the store, and from this
-// replica's set at once.
+// replica's set at once, then revokes the access tokens issued to it (or
+// acting for the user).
 func (a *API) deleteRecord(w http.ResponseWriter, r *http.Request, kind, id string) error {
 	ctx, cancel := a.ctx(r)
 	defer cancel()
@@ -355,6 +356,9 @@ func (a *API) deleteRecord(w http.ResponseWriter, r *http.Request, kind, id stri
 		return storeErr(err)
 	}
 	a.setOf(kind).Delete(id)
+	if err := a.revokeIssued(r, kind, id, "the "+kindWord(kind)+" was deleted, but not all of its access tokens could be revoked now: revoke them with POST /v1/tokens/revoke"); err != nil {
+		return err
+	}
 	w.WriteHeader(204)
 	return nil
 }
@@ -417,6 +421,9 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	c, err := a.update(r, store.KindAPIKey, k, rev)
 	if err != nil {
+		return err
+	}
+	if err := a.revokeIssued(r, store.KindAPIKey, k.ID, "the key was given a new secret, but not all of the access tokens issued to it could be revoked now: regenerate it again (the new key is not shown)"); err != nil {
 		return err
 	}
 	v := credView(c, a.o.Now())

@@ -167,6 +167,11 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 			set.Delete(c.ID)
 		}
 	}
+	if _, err := a.RevokeTokens(r, func(c *authn.Credential) bool {
+		return c.Tenant == t.ID || slices.Contains(c.Tenants(), t.ID)
+	}); err != nil {
+		return err
+	}
 	if err := store.Delete(ctx, a.o.Store.Tenants, t.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return storeErr(err)
 	}

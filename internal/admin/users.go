@@ -168,6 +168,11 @@ func (a *API) patchUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Tokens carry what the user held when they were issued: a change of
+	// tenants, scopes or modules ends them, and the next login gets the new.
+	if err := a.revokeIssued(r, store.KindUser, k.ID, "the user was changed, but not all of its access tokens could be revoked now: revoke them with POST /v1/tokens/revoke"); err != nil {
+		return err
+	}
 	writeJSON(w, 200, credView(c, a.o.Now()))
 	return nil
 }
@@ -203,6 +208,10 @@ func (a *API) setPassword(w http.ResponseWriter, r *http.Request) error {
 	k.Updated = &now
 	c, err := a.update(r, store.KindUser, k, rev)
 	if err != nil {
+		return err
+	}
+	// Sessions of the old password end with it.
+	if err := a.revokeIssued(r, store.KindUser, k.ID, "the password was changed, but not all of the user's access tokens could be revoked now: revoke them with POST /v1/tokens/revoke"); err != nil {
 		return err
 	}
 	writeJSON(w, 200, credView(c, a.o.Now()))
@@ -314,6 +323,10 @@ func (a *API) regenerateClient(w http.ResponseWriter, r *http.Request) error {
 	}
 	c, err := a.update(r, store.KindClient, k, rev)
 	if err != nil {
+		return err
+	}
+	// Tokens got with the old secret stop working now, grace or not.
+	if err := a.revokeIssued(r, store.KindClient, k.ID, "the client was given a new secret, but not all of its access tokens could be revoked now: regenerate it again (the new secret is not shown)"); err != nil {
 		return err
 	}
 	v := credView(c, a.o.Now())

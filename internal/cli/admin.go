@@ -60,6 +60,15 @@ Commands:
   users delete USERNAME
   users password USERNAME [--password-file FILE]
                                       sets a new password; the old one stops working
+  tokens list [--client ID] [--user USERNAME] [--tenant TENANT] [LIST]
+                                      the OAuth2 access tokens issued that have not
+                                      expired (never the tokens themselves)
+  tokens get TOKEN_ID
+  tokens revoke TOKEN_ID
+  tokens revoke --client ID | --user USERNAME | --tenant TENANT
+                                      revokes every token issued to the client (or
+                                      API key), acting for the user, or for the
+                                      tenant; prints how many
   usage TENANT
   limit-requests create TENANT --requested N [--reason TEXT]
   limit-requests list [TENANT] [--status pending|granted|denied] [LIST]
@@ -91,6 +100,8 @@ var (
 	limitFlags = []string{"scopes", "modules", "grants", "expires"}
 	credFlags  = append([]string{"name"}, limitFlags...)
 	userFlags  = append([]string{"tenants", "type", "name"}, limitFlags...)
+	// tokenFlags select access tokens.
+	tokenFlags = []string{"client", "user", "tenant"}
 )
 
 // globalFlags are taken by every command.
@@ -118,6 +129,9 @@ var adminCommands = map[string]adminCommand{
 	"users update":           {"USERNAME [--tenants T1,T2] [--type api_only|standard] [--name NAME] [LIMITS]", 1, 1, userFlags},
 	"users delete":           {"USERNAME", 1, 1, nil},
 	"users password":         {"USERNAME [--password-file FILE]", 1, 1, []string{"password-file"}},
+	"tokens list":            {"[--client ID] [--user USERNAME] [--tenant TENANT] [LIST]", 0, 0, append(slices.Clone(tokenFlags), listFlags...)},
+	"tokens get":             {"TOKEN_ID", 1, 1, nil},
+	"tokens revoke":          {"TOKEN_ID | --client ID | --user USERNAME | --tenant TENANT", 0, 1, tokenFlags},
 	"usage":                  {"TENANT", 1, 1, nil},
 	"reload":                 {"", 0, 0, nil},
 	"limit-requests create":  {"TENANT --requested N [--reason TEXT]", 1, 1, []string{"requested", "reason"}},
@@ -365,6 +379,25 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 	case "users password":
 		p := map[string]any{}
 		method, path, body, password = "POST", pathOf("v1", "users", pos[0], "password"), p, p
+	case "tokens list":
+		method, path = "GET", "/v1/tokens"+listQuery(a, tokenFlags...)
+	case "tokens get":
+		method, path = "GET", pathOf("v1", "tokens", pos[0])
+	case "tokens revoke":
+		sel := map[string]any{}
+		for _, f := range tokenFlags {
+			if v, ok := a.get(f); ok {
+				sel[f] = v
+			}
+		}
+		switch {
+		case len(pos) == 1 && len(sel) == 0:
+			method, path = "DELETE", pathOf("v1", "tokens", pos[0])
+		case len(pos) == 0 && len(sel) == 1:
+			method, path, body = "POST", "/v1/tokens/revoke", sel
+		default:
+			err = fmt.Errorf("give a TOKEN_ID or exactly one of --client, --user or --tenant\nusage: tollgate admin tokens revoke %s", spec.args)
+		}
 	case "usage":
 		method, path = "GET", pathOf("v1", "tenants", pos[0], "usage")
 	case "reload":

@@ -165,6 +165,17 @@ func TestAdminCredentialCommandsMapToRequests(t *testing.T) {
 		{args: []string{"users", "update", "bob", "--scopes", "READ"}, method: "PATCH", path: "/v1/users/bob", body: `{"scopes":["READ"]}`},
 		{args: []string{"users", "delete", "bob"}, method: "DELETE", path: "/v1/users/bob", status: 204, stdout: "done"},
 
+		{args: []string{"tokens", "list"}, method: "GET", path: "/v1/tokens"},
+		{args: []string{"tokens", "list", "--client", "tgc_1", "--user", "bob@example.com", "--tenant", "acme", "--order-by", "expires", "--desc"},
+			method: "GET", path: "/v1/tokens", query: "client=tgc_1&desc=true&orderBy=expires&tenant=acme&user=bob%40example.com"},
+		{args: []string{"tokens", "get", "AbCdEfGhIjKlMnOp"}, method: "GET", path: "/v1/tokens/AbCdEfGhIjKlMnOp"},
+		{args: []string{"tokens", "revoke", "AbCdEfGhIjKlMnOp"}, method: "DELETE", path: "/v1/tokens/AbCdEfGhIjKlMnOp",
+			status: 204, stdout: "done"},
+		{args: []string{"tokens", "revoke", "--client", "tgc_1"}, method: "POST", path: "/v1/tokens/revoke",
+			body: `{"client":"tgc_1"}`, answer: `{"revoked":3}`, stdout: `"revoked": 3`},
+		{args: []string{"tokens", "revoke", "--user=bob"}, method: "POST", path: "/v1/tokens/revoke", body: `{"user":"bob"}`},
+		{args: []string{"tokens", "revoke", "--tenant", "acme"}, method: "POST", path: "/v1/tokens/revoke", body: `{"tenant":"acme"}`},
+
 		// The commands there were before, still mapped as they were.
 		{args: []string{"tenants", "create", "acme", "--plan", "pro", "--addon", "mcal=2"},
 			method: "POST", path: "/v1/tenants", body: `{"id":"acme","plan":"pro","addons":{"mcal":2}}`},
@@ -380,6 +391,13 @@ func TestAdminCommandMistakesSendNothing(t *testing.T) {
 		{[]string{"keys", "get", "acme", "k1", "--desc"}, "", 2, "unknown flag --desc"},
 		{[]string{"keys", "delete", "acme", "k1", "k2"}, "", 2, "too many arguments"},
 		{[]string{"clients", "rotate", "acme", "c"}, "", 2, `unknown command "clients rotate"`},
+		{[]string{"tokens", "revoke"}, "", 2, "give a TOKEN_ID or exactly one of --client, --user or --tenant"},
+		{[]string{"tokens", "revoke", "--client", "tgc_1", "--user", "bob"}, "", 2, "exactly one of"},
+		{[]string{"tokens", "revoke", "AbCdEfGhIjKlMnOp", "--tenant", "acme"}, "", 2, "exactly one of"},
+		{[]string{"tokens", "revoke", "a", "b"}, "", 2, "too many arguments"},
+		{[]string{"tokens", "get"}, "", 2, "usage: tollgate admin tokens get TOKEN_ID"},
+		{[]string{"tokens", "list", "--name", "x"}, "", 2, "unknown flag --name"},
+		{[]string{"tokens", "get", "AbCdEfGhIjKlMnOp", "--client", "tgc_1"}, "", 2, "unknown flag --client"},
 	} {
 		f := newFakeAdmin(t)
 		var in io.Reader = noStdin{t}
