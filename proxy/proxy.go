@@ -474,6 +474,9 @@ func (p *Proxy) oauth(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ep OAuth
 		var buf [24]byte
 		ctx.Response.Header.SetCanonical(hRetryAfter, strconv.AppendInt(buf[:0], a.RetryAfter, 10))
 	}
+	if a.Status == 405 {
+		ctx.Response.Header.Set("Allow", "POST") // RFC 9110 §15.5.6
+	}
 	// RFC 6749 §5.1: token answers must not be cached.
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	ctx.Response.Header.Set("Pragma", "no-cache")

@@ -697,7 +697,7 @@ func (c *Config) validate() []FieldError {
 		default:
 			add(path+".on_store_unavailable", "%q: want closed, lease or open", p.OnStoreUnavailable)
 		}
-		if p.TokenLifetime < 0 || p.TokenLifetime > Duration(24*time.Hour) {
+		if p.TokenLifetime != 0 && (p.TokenLifetime < Duration(time.Second) || p.TokenLifetime > Duration(24*time.Hour)) {
 			add(path+".token_lifetime", "want 1s to 24h (0: oauth.token_lifetime)")
 		}
 		if p.AutoApproveUpTo < 0 {

@@ -9,6 +9,8 @@ package oauth
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -145,15 +147,17 @@ func parse(r proxy.OAuthRequest) (*request, *oauthError) {
 		return nil, fail(400, problems.CodeInvalidRequest, "Authorization", "a header was sent more than once")
 	}
 	req := &request{r: r, params: url.Values{}}
+	seen := map[string]bool{} // every name, empty or not: none may repeat (§3.2)
 	add := func(raw []byte, where string) *oauthError {
 		vs, err := url.ParseQuery(string(raw))
 		if err != nil {
 			return fail(400, problems.CodeInvalidRequest, where, "cannot be parsed as a form")
 		}
 		for k, v := range vs {
-			if len(v) > 1 || req.params.Has(k) {
-				return fail(400, problems.CodeInvalidRequest, k, "the parameter "+k+" was sent more than once")
+			if len(v) > 1 || seen[k] {
+				return fail(400, problems.CodeInvalidRequest, k, "the parameter "+describable(k)+" was sent more than once")
 			}
+			seen[k] = true
 			if v[0] != "" { // empty parameters are as if left out (§3.1)
 				req.params.Set(k, v[0])
 			}
@@ -341,8 +345,9 @@ func (s *Server) token(req *request) proxy.OAuthAnswer {
 	rec.Scopes = strings.Fields(scopes.String())
 	if modules != 0 {
 		rec.Modules = access.ModuleNames(modules &^ access.ModuleNone)
-		if rec.Modules == nil {
-			rec.Modules = []string{}
+		if len(rec.Modules) == 0 {
+			// A stored empty list would read as every module.
+			return fail(400, problems.CodeInvalidScope, "scope", "the client and the user share no module").answer()
 		}
 	}
 	c := s.o.Config()
@@ -405,7 +410,9 @@ func parseScope(s string) (access.Scopes, *oauthError) {
 		}
 		sc := config.ScopeNamed(name)
 		if sc == 0 {
-			return 0, fail(400, problems.CodeInvalidScope, "scope", "unknown scope "+strings.ToValidUTF8(name, "?")+" (known: CREATE READ UPDATE DELETE)")
+			// The description holds no client text (RFC 6749 §5.2 limits
+			// its characters); the field names the parameter.
+			return 0, fail(400, problems.CodeInvalidScope, "scope", "unknown scope "+describable(name)+" (known: CREATE READ UPDATE DELETE)")
 		}
 		out |= sc
 	}
@@ -444,6 +451,9 @@ func (s *Server) revoke(req *request) proxy.OAuthAnswer {
 	if c == nil {
 		return proxy.OAuthAnswer{Status: 200}
 	}
+	if sum := sha256.Sum256([]byte(tok)); subtle.ConstantTimeCompare(sum[:], c.Digest[:]) != 1 {
+		return proxy.OAuthAnswer{Status: 200} // not a token tollgate issued
+	}
 	if c.X == nil || c.X.Client != cl.id {
 		return fail(400, problems.CodeUnauthorizedClient, "token", "the token was issued to another client").answer()
 	}
@@ -452,6 +462,21 @@ func (s *Server) revoke(req *request) proxy.OAuthAnswer {
 	}
 	s.o.Tokens.Delete(string(id))
 	return proxy.OAuthAnswer{Status: 200}
+}
+
+// describable returns s when an error_description may hold it (RFC 6749
+// §5.2: %x20-21 / %x23-5B / %x5D-7E, so no '"' or '\\'), else a
+// placeholder: client text goes into a description only as it is allowed.
+func describable(s string) string {
+	if len(s) > 64 {
+		return "(too long to show)"
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return "(not shown: characters a description may not hold)"
+		}
+	}
+	return s
 }
 
 func appendInt(b []byte, n int64) []byte {
