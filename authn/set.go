@@ -102,6 +102,9 @@ type Extra struct {
 	// Client and User are, for an access token, the client (or API
 	// key) it was issued to and the user it acts for, if any.
 	Client, User string
+	// TokenLifetime, on a client or API key, is how long the tokens
+	// issued to it live; 0: its tenant's plan's, or the default.
+	TokenLifetime time.Duration
 }
 
 // Tenants returns the tenants c may act for when it may act for several,

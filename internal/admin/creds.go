@@ -6,6 +6,7 @@ import (
 
 	"github.com/tollgate/tollgate/authn"
 	"github.com/tollgate/tollgate/internal/access"
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -123,6 +124,13 @@ func CredentialOfFields(f *store.KeyFields, in Interner) *authn.Credential {
 			return nil
 		}
 		x.Client, x.User, hasX = in.name(f.Client), in.name(f.User), true
+	}
+	if len(f.TokenLifetime) > 0 {
+		d, err := config.ParseDuration(string(f.TokenLifetime))
+		if err != nil || d <= 0 {
+			return nil
+		}
+		x.TokenLifetime, hasX = d, true
 	}
 	if len(f.PrevDigest) > 0 {
 		until, ok := unixNano(f.PrevUntil)

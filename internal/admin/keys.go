@@ -32,9 +32,11 @@ type CredView struct {
 	// Scopes granted (all four when the credential is not limited).
 	Scopes []string `json:"scopes"`
 	// Modules the credential is limited to; absent: every module.
-	Modules []string   `json:"modules,omitempty"`
-	Grants  []string   `json:"grants,omitempty"`
-	Expires *time.Time `json:"expires,omitempty"`
+	Modules []string `json:"modules,omitempty"`
+	Grants  []string `json:"grants,omitempty"`
+	// TokenLifetime of the access tokens issued to a client or key.
+	TokenLifetime string     `json:"token_lifetime,omitempty"`
+	Expires       *time.Time `json:"expires,omitempty"`
 	// Previous is the secret a regeneration replaced, while it still
 	// works (rotation with grace).
 	Previous *Previous `json:"previous,omitempty"`
@@ -74,6 +76,9 @@ func credView(c *authn.Credential, now time.Time) CredView {
 		}
 	}
 	v.Grants = grantNames(c.Grants)
+	if c.X != nil && c.X.TokenLifetime > 0 {
+		v.TokenLifetime = c.X.TokenLifetime.String()
+	}
 	if c.Expires != 0 {
 		t := time.Unix(0, c.Expires).UTC()
 		v.Expires = &t
@@ -118,6 +123,9 @@ type credInput struct {
 	Modules []string   `json:"modules"`
 	Grants  []string   `json:"grants"`
 	Expires *time.Time `json:"expires"`
+	// TokenLifetime is how long access tokens issued to a client or API
+	// key live ("10m", 1s to 24h).
+	TokenLifetime *string `json:"token_lifetime"`
 }
 
 // limits checks in's scopes, modules, grants and expiry and writes them
@@ -153,6 +161,13 @@ func (a *API) limits(in *credInput, rec *store.Key) error {
 	}
 	if len(in.Grants) > 0 {
 		rec.Grants = dedup(in.Grants)
+	}
+	if in.TokenLifetime != nil {
+		d, err := config.ParseDuration(*in.TokenLifetime)
+		if err != nil || d < time.Second || d > store.MaxTokenLifetime {
+			return problems.New(400, problems.CodeInvalidField, "token_lifetime", "want a duration from 1s to 24h")
+		}
+		rec.TokenLifetime = *in.TokenLifetime
 	}
 	if in.Expires != nil {
 		if !in.Expires.After(a.o.Now()) {

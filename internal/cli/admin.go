@@ -81,6 +81,8 @@ LIMITS: [--scopes CREATE,READ,UPDATE,DELETE] [--modules M1,M2]
         [--grants password,client_credentials] [--expires 2027-01-01T00:00:00Z]
         Without --scopes a credential has all four scopes; without --modules,
         every module. A list is comma-separated, or the flag repeated.
+        Keys and clients also take --token-lifetime 10m: how long the OAuth2
+        access tokens issued to them live.
 
 A user's password is read from the first line of --password-file FILE, else
 of stdin (with a prompt when stdin is a terminal): never from the command
@@ -98,7 +100,7 @@ var (
 	listFlags = []string{"position", "size", "order-by", "desc"}
 	// limitFlags limit what a credential may do.
 	limitFlags = []string{"scopes", "modules", "grants", "expires"}
-	credFlags  = append([]string{"name"}, limitFlags...)
+	credFlags  = append([]string{"name", "token-lifetime"}, limitFlags...)
 	userFlags  = append([]string{"tenants", "type", "name"}, limitFlags...)
 	// tokenFlags select access tokens.
 	tokenFlags = []string{"client", "user", "tenant"}
@@ -508,6 +510,9 @@ func credFields(a args, m map[string]any) error {
 	}
 	if l, ok := listFlag(a, "grants"); ok {
 		m["grants"] = l
+	}
+	if d, ok := a.get("token-lifetime"); ok {
+		m["token_lifetime"] = d
 	}
 	if e, ok := a.get("expires"); ok {
 		t, err := time.Parse(time.RFC3339, e)

@@ -354,11 +354,15 @@ func (s *Server) token(req *request) proxy.OAuthAnswer {
 	if c.OAuth.CountRequests && s.o.Admit != nil && rec.Tenant != "" && !s.o.Admit(rec.Tenant) {
 		return fail(429, problems.CodeQuotaExceeded, "", "").answer()
 	}
+	// The client's lifetime, else its tenant's plan's, else the default.
 	lifetime := c.OAuth.TokenLifetime.D()
 	if rec.Tenant != "" && s.o.Plan != nil {
 		if p, ok := c.Plans[s.o.Plan(rec.Tenant)]; ok && p.TokenLifetime > 0 {
 			lifetime = p.TokenLifetime.D()
 		}
+	}
+	if x := cl.c.X; x != nil && x.TokenLifetime > 0 {
+		lifetime = min(x.TokenLifetime, store.MaxTokenLifetime)
 	}
 	now := s.o.Now().UTC()
 	expires := now.Add(lifetime)

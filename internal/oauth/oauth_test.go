@@ -936,3 +936,18 @@ func BenchmarkTokenMemory(b *testing.B) {
 		})
 	}
 }
+
+// TestClientTokenLifetime: a client's token_lifetime wins over its
+// tenant's plan.
+func TestClientTokenLifetime(t *testing.T) {
+	f := newFixture(t)
+	id := authn.NewClient()
+	secret, digest := authn.NewClientSecret()
+	f.clients.Put(credentialOf(t, store.Key{ID: id, Kind: store.KindClient, Tenant: "gamma", TokenLifetime: "90s",
+		Digest: hex.EncodeToString(digest[:]), Grants: []string{"client_credentials"}}))
+	a := f.issue(t, proxy.OAuthRequest{Authorization: basicAuth(id, secret), Body: form("grant_type", "client_credentials")})
+	if a.ExpiresIn != 90 {
+		t.Errorf("client of 90s on the gold plan (1m): expires_in %d, want 90", a.ExpiresIn)
+	}
+	f.checkToken(t, a)
+}

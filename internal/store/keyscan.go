@@ -13,7 +13,7 @@ import (
 type KeyFields struct {
 	ID, Kind, Tenant, Name, Prefix, Digest, Created         []byte
 	Password, Type, Expires, PrevDigest, PrevUntil, Updated []byte
-	Client, User                                            []byte
+	Client, User, TokenLifetime                             []byte
 	Tenants, Scopes, Modules, Grants                        []byte
 }
 
@@ -63,7 +63,7 @@ func KeyFieldsOf(k *Key) KeyFields {
 	created, _ := k.Created.MarshalText()
 	return KeyFields{ID: []byte(k.ID), Kind: str(k.Kind), Tenant: str(k.Tenant), Name: []byte(k.Name), Prefix: str(k.Prefix),
 		Digest: str(k.Digest), Created: created, Password: str(k.Password), Type: str(k.Type), Expires: tm(k.Expires),
-		PrevDigest: str(k.PrevDigest), PrevUntil: tm(k.PrevUntil), Updated: tm(k.Updated), Client: str(k.Client), User: str(k.User),
+		PrevDigest: str(k.PrevDigest), PrevUntil: tm(k.PrevUntil), Updated: tm(k.Updated), Client: str(k.Client), User: str(k.User), TokenLifetime: str(k.TokenLifetime),
 		Tenants: arr(k.Tenants), Scopes: arr(k.Scopes), Modules: arr(k.Modules), Grants: arr(k.Grants)}
 }
 
@@ -135,6 +135,8 @@ func ScanKey(v []byte, f *KeyFields) bool {
 			f.PrevUntil = val
 		case "updated":
 			f.Updated = val
+		case "token_lifetime":
+			f.TokenLifetime = val
 		case "client":
 			f.Client = val
 		case "user":

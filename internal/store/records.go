@@ -51,6 +51,9 @@ type Key struct {
 	Scopes  []string `json:"scopes,omitempty"`
 	Modules []string `json:"modules,omitempty"`
 	Grants  []string `json:"grants,omitempty"`
+	// TokenLifetime, on a client or API key, is how long the access
+	// tokens issued to it live ("10m"), overriding its tenant's plan.
+	TokenLifetime string `json:"token_lifetime,omitempty"`
 	// Expires, when set, is when the credential stops working.
 	Expires *time.Time `json:"expires,omitempty"`
 	// PrevDigest is the digest of the secret a regeneration replaced,
