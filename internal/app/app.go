@@ -463,6 +463,21 @@ func (a *App) lookup(kind string) authn.Lookup {
 	lookups := a.lookups.WithLabelValues(kind)
 	return func(ctx context.Context, id string) (*authn.Credential, error) {
 		lookups.Inc()
+		// Just after NATS came back, this replica's client may not have
+		// reconnected yet while another replica already issued a
+		// credential: wait for the reconnect, within the lookup's time,
+		// rather than fail a valid credential with 503 (a request sent
+		// now would fail at once: nothing is buffered while away).
+		if !a.store.Connected() {
+			back := a.store.Reconnected()
+			if !a.store.Connected() {
+				select {
+				case <-back:
+				case <-ctx.Done():
+					return nil, authn.ErrUnavailable
+				}
+			}
+		}
 		var k store.Key
 		bucket, key := a.store.Keys, store.CredentialKey(kind, id)
 		if kind == store.KindToken {
