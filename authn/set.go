@@ -290,13 +290,20 @@ func (v *Verifier) APIKey(key []byte) (*Credential, error) {
 	if err != nil {
 		return nil, err
 	}
+	return v.find(id, key, MethodAPIKey)
+}
+
+// find verifies secret against the credential of kind with id: the
+// set's, or the store's on a miss.
+func (v *Verifier) find(id, secret []byte, kind Method) (*Credential, error) {
 	c := v.Set.Get(id)
 	if c == nil {
+		var err error
 		if c, err = v.miss(id); err != nil {
 			return nil, err
 		}
 	}
-	return v.check(c, key, MethodAPIKey)
+	return v.check(c, secret, kind)
 }
 
 // check verifies secret against c, a credential of kind. An expired
@@ -319,14 +326,7 @@ func (v *Verifier) Client(id, secret []byte) (*Credential, error) {
 	if !ValidClientID(id) || len(secret) == 0 || len(secret) > 128 {
 		return nil, ErrMalformed
 	}
-	c := v.Set.Get(id)
-	if c == nil {
-		var err error
-		if c, err = v.miss(id); err != nil {
-			return nil, err
-		}
-	}
-	return v.check(c, secret, MethodClient)
+	return v.find(id, secret, MethodClient)
 }
 
 func (v *Verifier) miss(idb []byte) (*Credential, error) {

@@ -77,13 +77,7 @@ func (v *Verifier) Token(token []byte) (*Credential, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := v.Set.Get(id)
-	if c == nil {
-		if c, err = v.miss(id); err != nil {
-			return nil, err
-		}
-	}
-	return v.check(c, token, MethodToken)
+	return v.find(id, token, MethodToken)
 }
 
 // TokenVerifier is the KindVerifier of bearer tokens.

@@ -114,7 +114,6 @@ func (a *API) credsOf(set *authn.Set, tenant string) []CredView {
 	return out
 }
 
-func (a *API) keysOf(tenant string) []KeyView { return a.credsOf(a.o.Credentials, tenant) }
 
 // credInput is what every kind of credential takes at creation.
 type credInput struct {
@@ -219,6 +218,15 @@ func name(in *credInput) (string, error) {
 }
 
 func (a *API) createKey(w http.ResponseWriter, r *http.Request) error {
+	return a.createOfTenant(w, r, store.KindAPIKey, func() (string, string, [32]byte) {
+		key, id, digest := authn.NewAPIKey()
+		return id, key, digest
+	})
+}
+
+// createOfTenant creates a key or a client of the tenant in the path:
+// draw gives a fresh id, the secret shown once and its digest.
+func (a *API) createOfTenant(w http.ResponseWriter, r *http.Request, kind string, draw func() (id, secret string, digest [32]byte)) error {
 	t, err := a.tenant(r)
 	if err != nil {
 		return err
@@ -235,33 +243,51 @@ func (a *API) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err := a.limits(&in, &base); err != nil {
 		return err
 	}
-	for _, k := range a.keysOf(t.ID) {
-		if k.Name == name {
-			return problems.Newf(409, problems.CodeConflict, "name", "tenant %q already has a key named %q", t.ID, name)
+	word := kindWord(kind)
+	if slices.ContainsFunc(a.credsOf(a.setOf(kind), t.ID), func(v CredView) bool { return v.Name == name }) {
+		return problems.Newf(409, problems.CodeConflict, "name", "tenant %q already has a %s named %q", t.ID, word, name)
+	}
+	if kind == store.KindClient {
+		base.Kind = store.KindClient
+		if base.Grants == nil {
+			base.Grants = []string{"client_credentials"}
 		}
 	}
-	a.warnGrants(store.KindAPIKey, "", base.Grants)
 	ctx, cancel := a.ctx(r)
 	defer cancel()
 	for try := 0; try < 3; try++ {
-		key, id, digest := authn.NewAPIKey()
+		id, secret, digest := draw()
 		rec := base
-		rec.ID, rec.Tenant, rec.Name, rec.Prefix = id, t.ID, name, authn.KeyPrefix+id+"_"
+		rec.ID, rec.Tenant, rec.Name = id, t.ID, name
+		if kind == store.KindAPIKey {
+			rec.Prefix = authn.KeyPrefix + id + "_"
+		}
 		rec.Digest, rec.Created = hexDigest(digest), a.o.Now().UTC()
-		if _, err := store.Create(ctx, a.o.Store.Keys, id, &rec); errors.Is(err, store.ErrExists) {
-			continue // a 71-bit id collided; draw again
+		if _, err := store.Create(ctx, a.o.Store.Keys, store.CredentialKey(kind, id), &rec); errors.Is(err, store.ErrExists) {
+			continue // a random id collided; draw again
 		} else if err != nil {
 			return storeErr(err)
 		}
+		a.warnGrants(kind, id, rec.Grants)
 		c := CredentialOf(&rec)
-		a.o.Credentials.Put(c)
-		v := credView(c, a.o.Now())
-		v.Key = key
-		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, 201, v)
-		return nil
+		a.setOf(kind).Put(c)
+		return a.showSecret(w, 201, kind, c, secret)
 	}
-	return problems.New(500, problems.CodeInternal, "", "could not draw a unique key id")
+	return problems.Newf(500, problems.CodeInternal, "", "could not draw a unique %s id", word)
+}
+
+// showSecret answers with credential c of kind and, this once, its
+// secret.
+func (a *API) showSecret(w http.ResponseWriter, status int, kind string, c *authn.Credential, secret string) error {
+	v := credView(c, a.o.Now())
+	if kind == store.KindClient {
+		v.ClientSecret = secret
+	} else {
+		v.Key = secret
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, status, v)
+	return nil
 }
 
 // warnGrants logs the creation of a credential allowed the password
@@ -279,11 +305,17 @@ var credOrder = map[string]func(a, b CredView) bool{
 }
 
 func (a *API) listKeys(w http.ResponseWriter, r *http.Request) error {
+	return a.listOfTenant(w, r, a.o.Credentials)
+}
+
+// listOfTenant answers the list of the credentials of set that may act
+// for the tenant in the path.
+func (a *API) listOfTenant(w http.ResponseWriter, r *http.Request, set *authn.Set) error {
 	t, err := a.tenant(r)
 	if err != nil {
 		return err
 	}
-	l, err := Paginate(r, a.keysOf(t.ID), "created", credOrder)
+	l, err := Paginate(r, a.credsOf(set, t.ID), "created", credOrder)
 	if err != nil {
 		return err
 	}
@@ -294,16 +326,22 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) error {
 // keyRecord reads the stored record of the key in the path and checks
 // that it belongs to the tenant in the path.
 func (a *API) keyRecord(r *http.Request) (*store.Key, uint64, error) {
+	return a.tenantRecord(r, store.KindAPIKey, "key", authn.ValidID)
+}
+
+// tenantRecord reads the stored credential of kind whose id is the path
+// value name, and checks that it belongs to the tenant in the path.
+func (a *API) tenantRecord(r *http.Request, kind, name string, valid func(string) bool) (*store.Key, uint64, error) {
 	t, err := a.tenant(r)
 	if err != nil {
 		return nil, 0, err
 	}
-	id := r.PathValue("key")
-	notFound := problems.Newf(404, problems.CodeNotFound, "key", "tenant %q has no key %q", t.ID, id)
-	if !authn.ValidID(id) {
+	id := r.PathValue(name)
+	notFound := problems.Newf(404, problems.CodeNotFound, name, "tenant %q has no %s %q", t.ID, name, id)
+	if !valid(id) {
 		return nil, 0, notFound
 	}
-	return a.record(r, store.KindAPIKey, id, t.ID, notFound)
+	return a.record(r, kind, id, t.ID, notFound)
 }
 
 // record reads the stored credential of kind with id; notFound when there
@@ -431,21 +469,24 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	key, digest := authn.WithID(k.ID)
+	return a.regenerateSecret(w, r, store.KindAPIKey, k, rev, key, digest)
+}
+
+// regenerateSecret gives the key or client k the secret whose digest is
+// given, keeping the old one for the grace the request asks for, and
+// revokes the access tokens issued to it (grace or not).
+func (a *API) regenerateSecret(w http.ResponseWriter, r *http.Request, kind string, k *store.Key, rev uint64, secret string, digest [32]byte) error {
 	if err := a.regenerate(w, r, k, digest); err != nil {
 		return err
 	}
-	c, err := a.update(r, store.KindAPIKey, k, rev)
+	c, err := a.update(r, kind, k, rev)
 	if err != nil {
 		return err
 	}
-	if err := a.revokeIssued(r, store.KindAPIKey, k.ID, "the key was given a new secret, but not all of the access tokens issued to it could be revoked now: regenerate it again (the new key is not shown)"); err != nil {
+	if err := a.revokeIssued(r, kind, k.ID, "the "+kindWord(kind)+" was given a new secret, but not all of the access tokens issued to it could be revoked now: regenerate it again (the new secret is not shown)"); err != nil {
 		return err
 	}
-	v := credView(c, a.o.Now())
-	v.Key = key
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, 200, v)
-	return nil
+	return a.showSecret(w, 200, kind, c, secret)
 }
 
 // update writes rec over revision rev and puts its credential in this

@@ -3,7 +3,6 @@ package admin
 import (
 	"errors"
 	"net/http"
-	"slices"
 
 	"github.com/tollgate/tollgate/authn"
 	"github.com/tollgate/tollgate/internal/problems"
@@ -162,15 +161,21 @@ func (a *API) patchUser(w http.ResponseWriter, r *http.Request) error {
 	if err := a.userFields(&in, k); err != nil {
 		return err
 	}
+	// Tokens carry what the user held when they were issued: a change of
+	// tenants, scopes or modules ends them, and the next login gets the new.
+	return a.changeUser(w, r, k, rev, "the user was changed")
+}
+
+// changeUser writes a changed user, revokes the access tokens that act
+// for it, and answers with the user; what says what changed.
+func (a *API) changeUser(w http.ResponseWriter, r *http.Request, k *store.Key, rev uint64, what string) error {
 	now := a.o.Now().UTC()
 	k.Updated = &now
 	c, err := a.update(r, store.KindUser, k, rev)
 	if err != nil {
 		return err
 	}
-	// Tokens carry what the user held when they were issued: a change of
-	// tenants, scopes or modules ends them, and the next login gets the new.
-	if err := a.revokeIssued(r, store.KindUser, k.ID, "the user was changed, but not all of its access tokens could be revoked now: revoke them with POST /v1/tokens/revoke"); err != nil {
+	if err := a.revokeIssued(r, store.KindUser, k.ID, what+", but not all of the user's access tokens could be revoked now: revoke them with POST /v1/tokens/revoke"); err != nil {
 		return err
 	}
 	writeJSON(w, 200, credView(c, a.o.Now()))
@@ -204,96 +209,25 @@ func (a *API) setPassword(w http.ResponseWriter, r *http.Request) error {
 	if k.Password, err = a.hashPassword(r, *in.Password); err != nil {
 		return err
 	}
-	now := a.o.Now().UTC()
-	k.Updated = &now
-	c, err := a.update(r, store.KindUser, k, rev)
-	if err != nil {
-		return err
-	}
 	// Sessions of the old password end with it.
-	if err := a.revokeIssued(r, store.KindUser, k.ID, "the password was changed, but not all of the user's access tokens could be revoked now: revoke them with POST /v1/tokens/revoke"); err != nil {
-		return err
-	}
-	writeJSON(w, 200, credView(c, a.o.Now()))
-	return nil
+	return a.changeUser(w, r, k, rev, "the password was changed")
 }
 
 // Clients.
 
-func (a *API) clientsOf(tenant string) []CredView { return a.credsOf(a.o.Clients, tenant) }
-
 func (a *API) createClient(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.tenant(r)
-	if err != nil {
-		return err
-	}
-	var in credInput
-	if err := decode(w, r, &in); err != nil {
-		return err
-	}
-	name, err := name(&in)
-	if err != nil {
-		return err
-	}
-	var base store.Key
-	if err := a.limits(&in, &base); err != nil {
-		return err
-	}
-	if slices.ContainsFunc(a.clientsOf(t.ID), func(v CredView) bool { return v.Name == name }) {
-		return problems.Newf(409, problems.CodeConflict, "name", "tenant %q already has a client named %q", t.ID, name)
-	}
-	if base.Grants == nil {
-		base.Grants = []string{"client_credentials"}
-	}
-	ctx, cancel := a.ctx(r)
-	defer cancel()
-	for try := 0; try < 3; try++ {
-		id := authn.NewClient()
+	return a.createOfTenant(w, r, store.KindClient, func() (string, string, [32]byte) {
 		secret, digest := authn.NewClientSecret()
-		rec := base
-		rec.ID, rec.Kind, rec.Tenant, rec.Name = id, store.KindClient, t.ID, name
-		rec.Digest, rec.Created = hexDigest(digest), a.o.Now().UTC()
-		if _, err := store.Create(ctx, a.o.Store.Keys, store.CredentialKey(store.KindClient, id), &rec); errors.Is(err, store.ErrExists) {
-			continue
-		} else if err != nil {
-			return storeErr(err)
-		}
-		a.warnGrants(store.KindClient, id, rec.Grants)
-		c := CredentialOf(&rec)
-		a.o.Clients.Put(c)
-		v := credView(c, a.o.Now())
-		v.ClientSecret = secret
-		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, 201, v)
-		return nil
-	}
-	return problems.New(500, problems.CodeInternal, "", "could not draw a unique client id")
+		return authn.NewClient(), secret, digest
+	})
 }
 
 func (a *API) listClients(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.tenant(r)
-	if err != nil {
-		return err
-	}
-	l, err := Paginate(r, a.clientsOf(t.ID), "created", credOrder)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, l)
-	return nil
+	return a.listOfTenant(w, r, a.o.Clients)
 }
 
 func (a *API) clientRecord(r *http.Request) (*store.Key, uint64, error) {
-	t, err := a.tenant(r)
-	if err != nil {
-		return nil, 0, err
-	}
-	id := r.PathValue("client")
-	notFound := problems.Newf(404, problems.CodeNotFound, "client", "tenant %q has no client %q", t.ID, id)
-	if !authn.ValidClientID(id) {
-		return nil, 0, notFound
-	}
-	return a.record(r, store.KindClient, id, t.ID, notFound)
+	return a.tenantRecord(r, store.KindClient, "client", authn.ValidClientID[string])
 }
 
 func (a *API) getClient(w http.ResponseWriter, r *http.Request) error {
@@ -318,20 +252,5 @@ func (a *API) regenerateClient(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	secret, digest := authn.NewClientSecret()
-	if err := a.regenerate(w, r, k, digest); err != nil {
-		return err
-	}
-	c, err := a.update(r, store.KindClient, k, rev)
-	if err != nil {
-		return err
-	}
-	// Tokens got with the old secret stop working now, grace or not.
-	if err := a.revokeIssued(r, store.KindClient, k.ID, "the client was given a new secret, but not all of its access tokens could be revoked now: regenerate it again (the new secret is not shown)"); err != nil {
-		return err
-	}
-	v := credView(c, a.o.Now())
-	v.ClientSecret = secret
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, 200, v)
-	return nil
+	return a.regenerateSecret(w, r, store.KindClient, k, rev, secret, digest)
 }
