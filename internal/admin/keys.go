@@ -114,7 +114,6 @@ func (a *API) credsOf(set *authn.Set, tenant string) []CredView {
 	return out
 }
 
-
 // credInput is what every kind of credential takes at creation.
 type credInput struct {
 	Name    *string    `json:"name"`
