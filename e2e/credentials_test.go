@@ -373,6 +373,17 @@ func TestFailedAuthenticationsLimited(t *testing.T) {
 	}
 	t.Logf("attacker: %v; valid requests from another address: p50 %v p99 %v during the flood, p50 %v p99 %v before",
 		counts, pct(lat, 50), pct(lat, 99), pct(quiet, 50), pct(quiet, 99))
+	// The refusals are counted by kind and reason.
+	for series, min := range map[string]float64{
+		`tollgate_auth_failures_total{kind="api_key",reason="malformed"}`: 1,
+		`tollgate_auth_failures_total{kind="basic",reason="invalid"}`:     1,
+		`tollgate_auth_failures_total{kind="api_key",reason="throttled"}`: 100,
+		`tollgate_auth_failures_total{kind="basic",reason="throttled"}`:   100,
+	} {
+		if got := metric(t, in, series); got < min {
+			t.Errorf("%s = %v after the flood, want at least %v", series, got, min)
+		}
+	}
 	if after := metric(t, in, "tollgate_credential_lookups_total"); after != lookupsBefore {
 		t.Errorf("the flood of malformed keys and wrong passwords caused %v store lookups", after-lookupsBefore)
 	}

@@ -19,6 +19,7 @@ import (
 func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, kinds access.Kinds) bool {
 	pc, field := t.presented(&ctx.Request.Header, kinds)
 	if pc.Kind == 0 {
+		p.o.Metrics.authFailed(0, authMissing)
 		ctx.Response.Header.SetCanonical(hWWWAuth, t.challenge(kinds))
 		p.fail(ctx, rs, 401, problems.CodeCredentialMissing, field, "")
 		return false
@@ -26,6 +27,7 @@ func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, k
 	pc.Addr = t.clientAddr(ctx)
 	id, err := p.o.Authenticate(pc)
 	if err != nil {
+		p.o.Metrics.authFailed(pc.Kind, reasonOf(err))
 		switch {
 		case errors.Is(err, access.ErrStoreUnavailable):
 			p.fail(ctx, rs, 503, problems.CodeStoreUnavailable, "", "")
@@ -46,6 +48,19 @@ func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, k
 	return true
 }
 
+// reasonOf is the metrics' reason for a verification error.
+func reasonOf(err error) authReason {
+	switch {
+	case errors.Is(err, access.ErrStoreUnavailable):
+		return authUnavailable
+	case errors.Is(err, access.ErrThrottled):
+		return authThrottled
+	case errors.Is(err, access.ErrMalformed):
+		return authMalformed
+	}
+	return authInvalid
+}
+
 // authorize decides whether the authenticated principal may make this
 // request on this route, between authentication and admission: it has not
 // expired, it acts for one tenant it may act for, its scopes cover what
@@ -54,12 +69,14 @@ func (p *Proxy) authenticate(ctx *fasthttp.RequestCtx, t *table, rs *reqState, k
 func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool {
 	id, r := &rs.id, rs.route
 	if id.Expires != 0 && time.Now().UnixNano() >= id.Expires {
+		p.o.Metrics.authFailed(id.Kind, authInvalid)
 		// An expired credential answers as an unknown one.
 		ctx.Response.Header.SetCanonical(hWWWAuth, t.challengeOf(id.Kind, r.auth))
 		p.fail(ctx, rs, 401, problems.CodeCredentialInvalid, "", "")
 		return false
 	}
 	if !p.selectTenant(ctx, rs, r.tenantHdr, r.tenantSeg) {
+		p.o.Metrics.authFailed(id.Kind, authTenant)
 		return false
 	}
 	method := ctx.Request.Header.Method()
@@ -70,6 +87,7 @@ func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool
 		}
 	}
 	if !id.Scopes.Covers(need) {
+		p.o.Metrics.authFailed(id.Kind, authScope)
 		if id.Kind == access.KindBearer {
 			ctx.Response.Header.SetCanonical(hWWWAuth, challengeInsufficient)
 		}
@@ -82,6 +100,7 @@ func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool
 			mod, name = t.moduleOf(rs.path)
 		}
 		if mod == 0 || id.Modules&mod == 0 {
+			p.o.Metrics.authFailed(id.Kind, authModule)
 			msg := "the credential is limited to modules, and this path is in none"
 			if mod != 0 {
 				msg = "the credential is not valid for module " + name
