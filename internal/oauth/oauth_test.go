@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"net/netip"
 	"net/url"
 	"runtime"
@@ -950,4 +952,49 @@ func TestClientTokenLifetime(t *testing.T) {
 		t.Errorf("client of 90s on the gold plan (1m): expires_in %d, want 90", a.ExpiresIn)
 	}
 	f.checkToken(t, a)
+}
+
+// TestCountRequests: token requests do not count against the tenant's
+// quota unless oauth.count_requests says so; then a refused admission
+// refuses the token.
+func TestCountRequests(t *testing.T) {
+	f := newFixture(t)
+	var admitted []string
+	allow := true
+	f.o.Admit = func(tenant string) bool { admitted = append(admitted, tenant); return allow }
+	f.srv = New(f.o)
+	req := proxy.OAuthRequest{Authorization: basicAuth(f.ccID, f.ccSecret), Body: form("grant_type", "client_credentials")}
+	f.issue(t, req)
+	if len(admitted) != 0 {
+		t.Errorf("counted %v with count_requests off", admitted)
+	}
+	f.cfg.OAuth.CountRequests = true
+	f.issue(t, req)
+	if len(admitted) != 1 || admitted[0] != "acme" {
+		t.Errorf("counted %v with count_requests on, want [acme]", admitted)
+	}
+	allow = false
+	req.Endpoint = proxy.OAuthToken
+	wantError(t, f.serve(t, req), 429, problems.CodeQuotaExceeded, "")
+}
+
+// TestPasswordGrantsCounted: each use of the password grant is counted
+// under the client that made it.
+func TestPasswordGrantsCounted(t *testing.T) {
+	f := newFixture(t)
+	f.o.PasswordGrants = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "g"}, []string{"client"})
+	f.srv = New(f.o)
+	for i := 0; i < 2; i++ {
+		f.issue(t, proxy.OAuthRequest{Authorization: basicAuth(f.pwID, f.pwSecret),
+			Body: form("grant_type", "password", "username", f.userBob, "password", password)})
+	}
+	f.serve(t, proxy.OAuthRequest{Endpoint: proxy.OAuthToken, Authorization: basicAuth(f.pwID, f.pwSecret),
+		Body: form("grant_type", "password", "username", f.userBob, "password", "wrong")})
+	if got := testutil.ToFloat64(f.o.PasswordGrants.WithLabelValues(f.pwID)); got != 3 {
+		t.Errorf("password grants of %s: %v, want 3", f.pwID, got)
+	}
+	f.issue(t, proxy.OAuthRequest{Authorization: basicAuth(f.ccID, f.ccSecret), Body: form("grant_type", "client_credentials")})
+	if got := testutil.ToFloat64(f.o.PasswordGrants.WithLabelValues(f.ccID)); got != 0 {
+		t.Errorf("a client_credentials request counted as a password grant: %v", got)
+	}
 }
