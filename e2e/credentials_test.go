@@ -466,3 +466,34 @@ routes:
 		t.Errorf("X-Forwarded-Proto from an untrusted peer was believed: %d", st)
 	}
 }
+
+// TestSmallBodiesBounded: the bodies tollgate reads for itself (OAuth2
+// forms, self-service requests) are refused past 64 KiB, streamed or not.
+func TestSmallBodiesBounded(t *testing.T) {
+	in := credReplica(t, backend(t), freeAddr(t), true)
+	in.start()
+	adminCall(t, in, "POST", "/v1/tenants", map[string]any{"id": "acme", "plan": "pro"}, nil)
+	var key struct{ Key string }
+	adminCall(t, in, "POST", "/v1/tenants/acme/keys", map[string]any{"name": "k"}, &key)
+	big := strings.Repeat("a", 70<<10)
+	for _, path := range []string{"/oauth/token", "/_tollgate/limit-requests"} {
+		for _, chunked := range []bool{false, true} {
+			var body io.Reader = strings.NewReader("x=" + big)
+			if chunked {
+				body = io.MultiReader(strings.NewReader("x="), strings.NewReader(big)) // no length: chunked
+			}
+			req, _ := http.NewRequest("POST", "http://"+in.proxy+path, body)
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("X-API-Key", key.Key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 413 || !strings.Contains(string(b), "body_too_large") {
+				t.Errorf("%s with a 70 KiB body (chunked %v): %d %s, want 413 body_too_large", path, chunked, resp.StatusCode, b)
+			}
+		}
+	}
+}

@@ -121,17 +121,7 @@ func (p *Proxy) authorize(ctx *fasthttp.RequestCtx, t *table, rs *reqState) bool
 // one client behind a load balancer cannot lock out all the others.
 func (t *table) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	ip := remoteAddr(ctx)
-	if len(t.trusted) == 0 {
-		return ip
-	}
-	trusted := false
-	for _, n := range t.trusted {
-		if n.Contains(ip) {
-			trusted = true
-			break
-		}
-	}
-	if !trusted {
+	if len(t.trusted) == 0 || !t.trustedPeer(ip) {
 		return ip
 	}
 	var last []byte

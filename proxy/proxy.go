@@ -418,15 +418,9 @@ func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ki
 	}
 	var body []byte
 	if ctx.IsPost() {
-		if s := ctx.RequestBodyStream(); s != nil {
-			b, err := io.ReadAll(io.LimitReader(s, 64<<10))
-			if err != nil {
-				p.fail(ctx, rs, 400, problems.CodeBadRequest, "body", "")
-				return
-			}
-			body = b
-		} else {
-			body = ctx.Request.Body()
+		var ok bool
+		if body, ok = p.smallBody(ctx, rs); !ok {
+			return
 		}
 	}
 	status, out, err := p.o.SelfService(kind, rs.id, string(ctx.Method()), ctx.URI().QueryString(), body)
@@ -443,22 +437,39 @@ func (p *Proxy) selfService(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ki
 	ctx.Response.SetBodyRaw(out)
 }
 
-// oauth serves an OAuth2 endpoint through Options.OAuth. Its requests
-// are small forms: the body is read whole, up to 64 KiB.
-func (p *Proxy) oauth(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ep OAuthEndpoint) {
+// maxSmallBody bounds the bodies tollgate reads for itself (self-service
+// and OAuth2 forms).
+const maxSmallBody = 64 << 10
+
+// smallBody reads a body tollgate answers itself, of at most
+// maxSmallBody bytes; on failure it has answered (400, or 413).
+func (p *Proxy) smallBody(ctx *fasthttp.RequestCtx, rs *reqState) ([]byte, bool) {
 	var body []byte
 	if s := ctx.RequestBodyStream(); s != nil {
-		b, err := io.ReadAll(io.LimitReader(s, 64<<10+1))
+		// Body would read a stream whole, however long: read it here,
+		// bounded.
+		b, err := io.ReadAll(io.LimitReader(s, maxSmallBody+1))
 		if err != nil {
 			p.fail(ctx, rs, 400, problems.CodeBadRequest, "body", "")
-			return
+			return nil, false
 		}
 		body = b
 	} else {
 		body = ctx.Request.Body()
 	}
-	if len(body) > 64<<10 {
+	if len(body) > maxSmallBody {
+		ctx.SetConnectionClose()
 		p.fail(ctx, rs, 413, problems.CodeBodyTooLarge, "", "")
+		return nil, false
+	}
+	return body, true
+}
+
+// oauth serves an OAuth2 endpoint through Options.OAuth. Its requests
+// are small forms: the body is read whole, up to 64 KiB.
+func (p *Proxy) oauth(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ep OAuthEndpoint) {
+	body, ok := p.smallBody(ctx, rs)
+	if !ok {
 		return
 	}
 	h := &ctx.Request.Header
@@ -875,14 +886,7 @@ func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, t *table, sent bool) {
 	var ipbuf [64]byte
 	ip := remoteAddr(ctx)
 	ipb := ip.AppendTo(ipbuf[:0])
-	trusted := false
-	for _, n := range t.trusted {
-		if n.Contains(ip) {
-			trusted = true
-			break
-		}
-	}
-	if !trusted {
+	if !t.trustedPeer(ip) {
 		if sent {
 			h.DelBytes(hForwarded)
 			h.DelBytes(hXFF)
@@ -920,13 +924,16 @@ func secure(ctx *fasthttp.RequestCtx, t *table) bool {
 	if ctx.IsTLS() {
 		return true
 	}
-	if len(t.trusted) == 0 {
-		return false
-	}
-	ip := remoteAddr(ctx)
+	return len(t.trusted) > 0 && t.trustedPeer(remoteAddr(ctx)) &&
+		string(ctx.Request.Header.PeekBytes(hXFProto)) == "https" && countHeader(&ctx.Request.Header, hXFProto) == 1
+}
+
+// trustedPeer reports whether ip is in trusted_proxies: its
+// X-Forwarded-* headers are believed.
+func (t *table) trustedPeer(ip netip.Addr) bool {
 	for _, n := range t.trusted {
 		if n.Contains(ip) {
-			return string(ctx.Request.Header.PeekBytes(hXFProto)) == "https" && countHeader(&ctx.Request.Header, hXFProto) == 1
+			return true
 		}
 	}
 	return false

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unique"
@@ -135,7 +136,7 @@ func (a *API) limits(in *credInput, rec *store.Key) error {
 		}
 		for i, s := range in.Scopes {
 			if config.ScopeNamed(s) == 0 {
-				return problems.Newf(400, problems.CodeInvalidField, "scopes["+itoa(i)+"]", "%q: want CREATE, READ, UPDATE or DELETE", s)
+				return problems.Newf(400, problems.CodeInvalidField, "scopes["+strconv.Itoa(i)+"]", "%q: want CREATE, READ, UPDATE or DELETE", s)
 			}
 		}
 		rec.Scopes = dedup(in.Scopes)
@@ -147,14 +148,14 @@ func (a *API) limits(in *credInput, rec *store.Key) error {
 		known := knownModules(a.o.Config())
 		for i, m := range in.Modules {
 			if !known[m] {
-				return problems.Newf(400, problems.CodeInvalidField, "modules["+itoa(i)+"]", "%q: no such module in the configuration (modules, or module on a route)", m)
+				return problems.Newf(400, problems.CodeInvalidField, "modules["+strconv.Itoa(i)+"]", "%q: no such module in the configuration (modules, or module on a route)", m)
 			}
 		}
 		rec.Modules = dedup(in.Modules)
 	}
 	for i, g := range in.Grants {
 		if g != "password" && g != "client_credentials" {
-			return problems.Newf(400, problems.CodeInvalidField, "grants["+itoa(i)+"]", "%q: want password or client_credentials", g)
+			return problems.Newf(400, problems.CodeInvalidField, "grants["+strconv.Itoa(i)+"]", "%q: want password or client_credentials", g)
 		}
 	}
 	if len(in.Grants) > 0 {
@@ -199,13 +200,6 @@ func dedup(l []string) []string {
 		}
 	}
 	return out
-}
-
-func itoa(i int) string {
-	if i < 10 {
-		return string(rune('0' + i))
-	}
-	return itoa(i/10) + string(rune('0'+i%10))
 }
 
 // name checks a credential's name: required, 1–128 characters.

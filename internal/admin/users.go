@@ -3,6 +3,7 @@ package admin
 import (
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/tollgate/tollgate/authn"
 	"github.com/tollgate/tollgate/internal/problems"
@@ -55,7 +56,7 @@ func (a *API) userFields(in *userInput, rec *store.Key) error {
 		}
 		for i, t := range in.Tenants {
 			if _, err := a.tenants.Tenant(t); err != nil {
-				return problems.Newf(400, problems.CodeInvalidField, "tenants["+itoa(i)+"]", "no tenant %q", t)
+				return problems.Newf(400, problems.CodeInvalidField, "tenants["+strconv.Itoa(i)+"]", "no tenant %q", t)
 			}
 		}
 		rec.Tenant, rec.Tenants = "", dedup(in.Tenants)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -381,7 +382,7 @@ func (s *Server) token(req *request) proxy.OAuthAnswer {
 	b := []byte(`{"access_token":`)
 	b = problems.AppendString(b, token)
 	b = append(b, `,"token_type":"Bearer","expires_in":`...)
-	b = appendInt(b, int64(lifetime/time.Second))
+	b = strconv.AppendInt(b, int64(lifetime/time.Second), 10)
 	b = append(b, `,"scope":`...)
 	b = problems.AppendString(b, scopes.String())
 	b = append(b, '}')
@@ -481,11 +482,4 @@ func describable(s string) string {
 		}
 	}
 	return s
-}
-
-func appendInt(b []byte, n int64) []byte {
-	if n >= 10 {
-		b = appendInt(b, n/10)
-	}
-	return append(b, byte('0'+n%10))
 }
