@@ -63,16 +63,72 @@ func randBase62(b []byte) {
 	}
 }
 
-// NewAPIKey returns a fresh key, its id and the digest to store.
-func NewAPIKey() (key, id string, digest [32]byte) {
-	b := make([]byte, KeyLen)
-	copy(b, KeyPrefix)
-	randBase62(b[len(KeyPrefix) : len(KeyPrefix)+idLen])
-	b[len(KeyPrefix)+idLen] = '_'
-	randBase62(b[len(KeyPrefix)+idLen+1 : KeyLen-checkLen])
-	putCheck(b[KeyLen-checkLen:], crc32.ChecksumIEEE(b[:KeyLen-checkLen]))
-	return string(b), string(b[len(KeyPrefix) : len(KeyPrefix)+idLen]), sha256.Sum256(b)
+// secretFormat is the shape API keys and access tokens share:
+// <prefix><id>_<secret><check>, the check a CRC-32 of the rest in base62.
+type secretFormat struct {
+	prefix string
+	idLen  int
 }
+
+var (
+	apiKeyFormat = secretFormat{KeyPrefix, idLen}
+	tokenFormat  = secretFormat{TokenPrefix, tokenIDLen}
+)
+
+func (f secretFormat) len() int    { return len(f.prefix) + f.idLen + 1 + secretLen + checkLen }
+func (f secretFormat) idEnd() int  { return len(f.prefix) + f.idLen }
+func (f secretFormat) sumEnd() int { return f.len() - checkLen }
+
+// make returns a fresh secret of the format with id (a fresh one when
+// empty), its id and the digest to store.
+func (f secretFormat) make(id string) (secret, newID string, digest [32]byte) {
+	b := make([]byte, f.len())
+	copy(b, f.prefix)
+	if id == "" {
+		randBase62(b[len(f.prefix):f.idEnd()])
+	} else {
+		copy(b[len(f.prefix):], id)
+	}
+	b[f.idEnd()] = '_'
+	randBase62(b[f.idEnd()+1 : f.sumEnd()])
+	putCheck(b[f.sumEnd():], crc32.ChecksumIEEE(b[:f.sumEnd()]))
+	return string(b), string(b[len(f.prefix):f.idEnd()]), sha256.Sum256(b)
+}
+
+// parse checks the form and checksum of s and returns its id, a
+// sub-slice of s. It does no lookup and does not allocate.
+func (f secretFormat) parse(s []byte) ([]byte, error) {
+	if len(s) != f.len() || string(s[:len(f.prefix)]) != f.prefix || s[f.idEnd()] != '_' {
+		return nil, ErrMalformed
+	}
+	for i := len(f.prefix); i < len(s); i++ {
+		if i != f.idEnd() && !isBase62[s[i]] {
+			return nil, ErrMalformed
+		}
+	}
+	var want [checkLen]byte
+	putCheck(want[:], crc32.ChecksumIEEE(s[:f.sumEnd()]))
+	if string(want[:]) != string(s[f.sumEnd():]) {
+		return nil, ErrMalformed
+	}
+	return s[len(f.prefix):f.idEnd()], nil
+}
+
+// validID reports whether id has the form of an id of the format.
+func (f secretFormat) validID(id string) bool {
+	if len(id) != f.idLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if !isBase62[id[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// NewAPIKey returns a fresh key, its id and the digest to store.
+func NewAPIKey() (key, id string, digest [32]byte) { return apiKeyFormat.make("") }
 
 // WithID returns a fresh key whose id is id, for regenerating a key. It
 // panics if id is not a key id (see ValidID): ids come from stored keys.
@@ -80,13 +136,8 @@ func WithID(id string) (key string, digest [32]byte) {
 	if !ValidID(id) {
 		panic("authn: WithID: invalid key id")
 	}
-	b := make([]byte, KeyLen)
-	copy(b, KeyPrefix)
-	copy(b[len(KeyPrefix):], id)
-	b[len(KeyPrefix)+idLen] = '_'
-	randBase62(b[len(KeyPrefix)+idLen+1 : KeyLen-checkLen])
-	putCheck(b[KeyLen-checkLen:], crc32.ChecksumIEEE(b[:KeyLen-checkLen]))
-	return string(b), sha256.Sum256(b)
+	key, _, digest = apiKeyFormat.make(id)
+	return key, digest
 }
 
 func putCheck(dst []byte, v uint32) {
@@ -106,35 +157,10 @@ func Display(key string) string {
 
 // ParseAPIKey checks the form and checksum of a presented key and returns
 // its id, a sub-slice of key. It does no lookup and does not allocate.
-func ParseAPIKey(key []byte) (id []byte, err error) {
-	if len(key) != KeyLen || string(key[:len(KeyPrefix)]) != KeyPrefix || key[len(KeyPrefix)+idLen] != '_' {
-		return nil, ErrMalformed
-	}
-	for i := len(KeyPrefix); i < KeyLen; i++ {
-		if i != len(KeyPrefix)+idLen && !isBase62[key[i]] {
-			return nil, ErrMalformed
-		}
-	}
-	var want [checkLen]byte
-	putCheck(want[:], crc32.ChecksumIEEE(key[:KeyLen-checkLen]))
-	if string(want[:]) != string(key[KeyLen-checkLen:]) {
-		return nil, ErrMalformed
-	}
-	return key[len(KeyPrefix) : len(KeyPrefix)+idLen], nil
-}
+func ParseAPIKey(key []byte) (id []byte, err error) { return apiKeyFormat.parse(key) }
 
 // ValidID reports whether id has the form of a key id.
-func ValidID(id string) bool {
-	if len(id) != idLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if !isBase62[id[i]] {
-			return false
-		}
-	}
-	return true
-}
+func ValidID(id string) bool { return apiKeyFormat.validID(id) }
 
 // OAuth clients are identified by tgc_ and 16 base62 characters, and
 // authenticate with a secret of tgs_ and 40 (238 bits), of which only

@@ -1,11 +1,6 @@
 package authn
 
-import (
-	"crypto/sha256"
-	"hash/crc32"
-
-	"github.com/tollgate/tollgate/internal/access"
-)
+import "github.com/tollgate/tollgate/internal/access"
 
 // Access tokens (OAuth2 bearer tokens) look like API keys with their own
 // prefix and a longer id: tgt_<16-char id>_<32-char secret><6-char
@@ -18,57 +13,21 @@ import (
 // rotation besides), a token issued on one replica is found on another
 // by the store lookup on a miss, and nothing usable is stored.
 const (
-	TokenPrefix    = "tgt_"
-	tokenIDLen     = 16
-	TokenLen       = len(TokenPrefix) + tokenIDLen + 1 + secretLen + checkLen
-	tokenIDStart   = len(TokenPrefix)
-	tokenIDEnd     = tokenIDStart + tokenIDLen
-	tokenSecretEnd = TokenLen - checkLen
+	TokenPrefix = "tgt_"
+	tokenIDLen  = 16
+	TokenLen    = len(TokenPrefix) + tokenIDLen + 1 + secretLen + checkLen
 )
 
 // NewToken returns a fresh access token, its id and the digest to store.
-func NewToken() (token, id string, digest [32]byte) {
-	b := make([]byte, TokenLen)
-	copy(b, TokenPrefix)
-	randBase62(b[tokenIDStart:tokenIDEnd])
-	b[tokenIDEnd] = '_'
-	randBase62(b[tokenIDEnd+1 : tokenSecretEnd])
-	putCheck(b[tokenSecretEnd:], crc32.ChecksumIEEE(b[:tokenSecretEnd]))
-	return string(b), string(b[tokenIDStart:tokenIDEnd]), sha256.Sum256(b)
-}
+func NewToken() (token, id string, digest [32]byte) { return tokenFormat.make("") }
 
 // ParseToken checks the form and checksum of a presented token and
 // returns its id, a sub-slice of token. It does no lookup and does not
 // allocate.
-func ParseToken(token []byte) (id []byte, err error) {
-	if len(token) != TokenLen || string(token[:len(TokenPrefix)]) != TokenPrefix || token[tokenIDEnd] != '_' {
-		return nil, ErrMalformed
-	}
-	for i := tokenIDStart; i < TokenLen; i++ {
-		if i != tokenIDEnd && !isBase62[token[i]] {
-			return nil, ErrMalformed
-		}
-	}
-	var want [checkLen]byte
-	putCheck(want[:], crc32.ChecksumIEEE(token[:tokenSecretEnd]))
-	if string(want[:]) != string(token[tokenSecretEnd:]) {
-		return nil, ErrMalformed
-	}
-	return token[tokenIDStart:tokenIDEnd], nil
-}
+func ParseToken(token []byte) (id []byte, err error) { return tokenFormat.parse(token) }
 
 // ValidTokenID reports whether id has the form of a token id.
-func ValidTokenID(id string) bool {
-	if len(id) != tokenIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if !isBase62[id[i]] {
-			return false
-		}
-	}
-	return true
-}
+func ValidTokenID(id string) bool { return tokenFormat.validID(id) }
 
 // Token verifies a presented access token. For a token in the set it
 // does no I/O and no allocation.

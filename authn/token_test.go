@@ -391,3 +391,10 @@ func BenchmarkBearer(b *testing.B) {
 		}
 	}
 }
+
+// Where the parts of a token lie, as the format writes them.
+const (
+	tokenIDStart   = len(TokenPrefix)
+	tokenIDEnd     = tokenIDStart + tokenIDLen
+	tokenSecretEnd = TokenLen - checkLen
+)
