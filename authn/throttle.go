@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -52,7 +53,12 @@ type throttleShard[K comparable] struct {
 }
 
 type throttleBody[K comparable] struct {
-	mu sync.Mutex // protects the fields below
+	// tracked is len(m), written under mu and read without it: Blocked
+	// of a key in a shard that tracks none (every request while nothing
+	// fails) takes no lock, so clients behind one address (a load
+	// balancer, a benchmark) do not all queue on one shard's mutex.
+	tracked atomic.Int32
+	mu      sync.Mutex // protects the fields below
 	// m holds each tracked key's full instant.
 	m map[K]int64
 	// max is the most keys m may hold: the shard's part of maxKeys.
@@ -109,6 +115,9 @@ func (t *Throttle[K]) Blocked(k K) (retryAfter time.Duration, blocked bool) {
 		return 0, false
 	}
 	sh := t.shard(k)
+	if sh.tracked.Load() == 0 {
+		return 0, false
+	}
 	sh.mu.Lock()
 	full, ok := sh.m[k]
 	if !ok {
@@ -118,6 +127,7 @@ func (t *Throttle[K]) Blocked(k K) (retryAfter time.Duration, blocked bool) {
 	now := t.clock()
 	if full <= now { // refilled completely: nothing left to remember
 		delete(sh.m, k)
+		sh.tracked.Store(int32(len(sh.m)))
 	}
 	sh.mu.Unlock()
 	if wait := full - now - t.tau; wait > 0 {
@@ -146,6 +156,7 @@ func (t *Throttle[K]) Fail(k K) {
 	// bucket holds no fewer than zero failures.
 	full = min(max(full, now)+t.interval, now+t.window)
 	sh.m[k] = full
+	sh.tracked.Store(int32(len(sh.m)))
 	sh.sweep = min(sh.sweep, full)
 	sh.mu.Unlock()
 }
@@ -165,6 +176,7 @@ func (sh *throttleShard[K]) makeRoom(now int64) bool {
 		}
 	}
 	sh.sweep = next
+	sh.tracked.Store(int32(len(sh.m)))
 	return len(sh.m) < sh.max
 }
 

@@ -285,3 +285,19 @@ func BenchmarkThrottleParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkThrottleOneAddressParallel: every core asks about the same
+// address (clients behind one load balancer) while nothing has failed:
+// no shard lock is taken.
+func BenchmarkThrottleOneAddressParallel(b *testing.B) {
+	th := NewThrottle[netip.Addr](30, time.Minute, 0, HashAddr)
+	a := netip.MustParseAddr("192.0.2.1")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, blocked := th.Blocked(a); blocked {
+				b.Fatal("blocked")
+			}
+		}
+	})
+}
