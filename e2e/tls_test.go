@@ -3,18 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/tlsreload/tlstest"
 
 	"github.com/tollgate/tollgate/internal/echo"
 )
@@ -35,10 +30,10 @@ import (
 // CA is refused; a rewritten certificate reaches new handshakes while a
 // keep-alive connection opened before goes on.
 func TestTLS(t *testing.T) {
-	ca := newTLSCA(t)
+	ca := tlstest.NewCA(t)
 	in := newInstance(t, backend(t), 100)
 	certFile, keyFile := filepath.Join(in.dir, "tls.crt"), filepath.Join(in.dir, "tls.key")
-	ca.writeLeaf(t, certFile, keyFile, 1)
+	ca.WriteLeaf(t, certFile, keyFile, 1)
 	// newInstance's config gains tls at the top and in its admin line.
 	cfg, err := os.ReadFile(in.config)
 	if err != nil {
@@ -51,7 +46,7 @@ func TestTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: true}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 
@@ -192,10 +187,10 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("serial %d, want 1", s)
 	}
 	old.get(t)
-	ca.writeLeaf(t, certFile, keyFile, 2)
+	ca.WriteLeaf(t, certFile, keyFile, 2)
 	var s int64
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		c, err := tls.Dial("tcp", in.proxy, &tls.Config{RootCAs: ca.pool})
+		c, err := tls.Dial("tcp", in.proxy, &tls.Config{RootCAs: ca.Pool})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,67 +212,6 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-// tlsCA is a self-signed ECDSA P-256 CA issuing leaves for 127.0.0.1.
-type tlsCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTLSCA(t *testing.T) *tlsCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tollgate e2e CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tlsCA{cert: cert, key: key, pool: pool}
-}
-
-// writeLeaf issues a leaf for 127.0.0.1 with serial number serial and
-// writes it and its key (PEM) to certFile and keyFile, in place.
-func (ca *tlsCA) writeLeaf(t *testing.T, certFile, keyFile string, serial int64) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // tlsConn is one keep-alive client connection to the proxy, through a
 // Transport of its own that counts its dials.
 type tlsConn struct {
@@ -289,11 +223,11 @@ type tlsConn struct {
 	dials  atomic.Int32
 }
 
-func tlsKeepAlive(t *testing.T, addr string, ca *tlsCA, key string) *tlsConn {
+func tlsKeepAlive(t *testing.T, addr string, ca *tlstest.CA, key string) *tlsConn {
 	t.Helper()
 	kc := &tlsConn{url: "https://" + addr + "/anything", key: key}
 	var d net.Dialer
-	kc.tr = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1,
+	kc.tr = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			kc.dials.Add(1)
 			return d.DialContext(ctx, network, addr)

@@ -2,23 +2,17 @@ package app
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/tlsreload/tlstest"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/proxy"
@@ -26,66 +20,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// tlsTestCA is a self-signed ECDSA P-256 CA issuing leaves for 127.0.0.1.
-type tlsTestCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTLSTestCA(t *testing.T) *tlsTestCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tollgate test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tlsTestCA{cert: cert, key: key, pool: pool}
-}
-
 // writePair issues a leaf for 127.0.0.1 with serial number serial and
 // writes it and its key (PEM) to dir/tls.crt and dir/tls.key.
-func (ca *tlsTestCA) writePair(t *testing.T, dir string, serial int64) *config.TLS {
+func writePair(t *testing.T, ca *tlstest.CA, dir string, serial int64) *config.TLS {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := &config.TLS{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
-	if err := os.WriteFile(c.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(c.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca.WriteLeaf(t, c.CertFile, c.KeyFile, serial)
 	return c
 }
 
@@ -121,9 +61,9 @@ func TestTLSListenerBadFiles(t *testing.T) {
 // answer; a reloaded certificate reaches new handshakes while a
 // keep-alive connection opened before goes on.
 func TestTLSListenerProxy(t *testing.T) {
-	ca := newTLSTestCA(t)
+	ca := tlstest.NewCA(t)
 	dir := t.TempDir()
-	conf := ca.writePair(t, dir, 1)
+	conf := writePair(t, ca, dir, 1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +88,7 @@ func TestTLSListenerProxy(t *testing.T) {
 		version uint16
 		ok      bool
 	}{{tls.VersionTLS10, false}, {tls.VersionTLS11, false}, {tls.VersionTLS12, true}, {tls.VersionTLS13, true}} {
-		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, MinVersion: v.version, MaxVersion: v.version})
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, MinVersion: v.version, MaxVersion: v.version})
 		if !v.ok {
 			if err == nil {
 				c.Close()
@@ -185,17 +125,17 @@ func TestTLSListenerProxy(t *testing.T) {
 		t.Fatalf("a clear-text request was answered in clear: %q", b)
 	}
 
-	old, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool})
+	old, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer old.Close()
 	tlsGet(t, old)
-	ca.writePair(t, dir, 2)
+	writePair(t, ca, dir, 2)
 	if err := reloader.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool})
+	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,8 +154,8 @@ func TestTLSListenerProxy(t *testing.T) {
 // TestTLSListenerAdmin: net/http (the admin listener) serves on the same
 // listener, and sees TLS.
 func TestTLSListenerAdmin(t *testing.T) {
-	ca := newTLSTestCA(t)
-	conf := ca.writePair(t, t.TempDir(), 1)
+	ca := tlstest.NewCA(t)
+	conf := writePair(t, ca, t.TempDir(), 1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +173,7 @@ func TestTLSListenerAdmin(t *testing.T) {
 	go func() { _ = srv.Serve(tln); close(done) }()
 	defer func() { _ = srv.Close(); <-done }()
 
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + ln.Addr().String() + "/")
 	if err != nil {

@@ -326,7 +326,7 @@ func TestServe(t *testing.T) {
 		version uint16
 		ok      bool
 	}{{tls.VersionTLS10, false}, {tls.VersionTLS11, false}, {tls.VersionTLS12, true}, {tls.VersionTLS13, true}} {
-		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, MinVersion: v.version, MaxVersion: v.version,
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, MinVersion: v.version, MaxVersion: v.version,
 			NextProtos: []string{"h2", "http/1.1"}})
 		if !v.ok {
 			if err == nil {
@@ -426,7 +426,7 @@ func serve(t *testing.T, conf *tls.Config) string {
 
 func dial(t *testing.T, addr string, ca *testCA) *tls.Conn {
 	t.Helper()
-	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13})
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS13})
 	if err != nil {
 		t.Fatal(err)
 	}
