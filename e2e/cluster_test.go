@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -145,13 +144,7 @@ func TestClusterFailover(t *testing.T) {
 
 func clusterReplica(t *testing.T, upstream, natsURL string) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
-	in.config = filepath.Join(in.dir, "config.yaml")
-	cfg := fmt.Sprintf(`listen: %s
-admin: {listen: %s, token: %s}
-data_dir: %s
-nats: {url: "%s", replicas: 3}
-quota: {lease_ttl: 3s, lease_idle: 2s}
+	in := configured(t, fmt.Sprintf(`{url: "%s", replicas: 3}`, natsURL), fmt.Sprintf(`quota: {lease_ttl: 3s, lease_idle: 2s}
 log: {access: false}
 # The revocation probes send revoked keys from one address by design: a
 # failure limit would answer them, and then everything from 127.0.0.1, 429.
@@ -161,10 +154,7 @@ plans:
   big: {monthly_requests: 100000000}
 routes:
   - {path_prefix: /, upstream: http://%s, auth: [api_key]}
-`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), natsURL, upstream)
-	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, upstream))
 	return in
 }
 

@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,17 +22,7 @@ import (
 // of authorization, modules, tenant selection by header and by path.
 func credReplica(t *testing.T, upstream, natsAddr string, embedded bool) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
-	in.config = filepath.Join(in.dir, "config.yaml")
-	nats := fmt.Sprintf(`{url: "nats://%s"}`, natsAddr)
-	if embedded {
-		nats = fmt.Sprintf(`{url: "", listen: "%s"}`, natsAddr)
-	}
-	cfg := fmt.Sprintf(`listen: %s
-admin: {listen: %s, token: %s}
-data_dir: %s
-nats: %s
-log: {access: false}
+	in := configured(t, sharedNATS(natsAddr, embedded), fmt.Sprintf(`log: {access: false}
 auth:
   basic: {argon2: {time: 1, memory: 8MiB, threads: 1}}
   failures: {per_address: 40, per_username: 5, window: 1m}
@@ -47,10 +35,7 @@ routes:
   - {path_prefix: /api, upstream: http://%s, auth: [api_key, basic]}
   - {path_prefix: /companies, upstream: http://%s, auth: [basic], tenant_from: {path_segment: 2}}
   - {path_prefix: /search, upstream: http://%s, auth: [api_key, basic], scopes: {POST: READ}, tenant_from: {header: X-Company}}
-`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), nats, upstream, upstream, upstream)
-	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, upstream, upstream, upstream))
 	return in
 }
 
@@ -433,22 +418,14 @@ func metric(t *testing.T, in *instance, name string) float64 {
 // proxy listens on loopback only.
 func TestRequireTLS(t *testing.T) {
 	up := backend(t)
-	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
-	in.config = filepath.Join(in.dir, "config.yaml")
-	cfg := fmt.Sprintf(`listen: %s
-admin: {listen: %s, token: %s}
-data_dir: %s
-log: {access: false}
+	in := configured(t, "", fmt.Sprintf(`log: {access: false}
 auth: {basic: {argon2: {time: 1, memory: 8MiB, threads: 1}}}
 trusted_proxies: [127.0.0.2]
 plans:
   pro: {monthly_requests: 1000}
 routes:
   - {path_prefix: /, upstream: http://%s, auth: [basic], require_tls: true}
-`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), up)
-	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, up))
 	in.start()
 	adminCall(t, in, "POST", "/v1/tenants", map[string]any{"id": "acme", "plan": "pro"}, nil)
 	adminCall(t, in, "POST", "/v1/users", map[string]any{"username": "bot", "password": "correct horse", "tenants": []string{"acme"}}, nil)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -23,22 +22,13 @@ import (
 // is a failure from 127.0.0.1; throttled, the probes would see 429s).
 func oauthRestartReplica(t *testing.T, upstream, natsURL string) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
-	in.config = filepath.Join(in.dir, "config.yaml")
-	cfg := fmt.Sprintf(`listen: %s
-admin: {listen: %s, token: %s}
-data_dir: %s
-nats: {url: "%s"}
-log: {access: false}
+	in := configured(t, fmt.Sprintf(`{url: "%s"}`, natsURL), fmt.Sprintf(`log: {access: false}
 auth: {basic: {argon2: {time: 1, memory: 8MiB, threads: 1}}, failures: {per_address: 0}}
 plans:
   big: {monthly_requests: 100000000}
 routes:
   - {path_prefix: /, upstream: http://%s, auth: [bearer]}
-`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), natsURL, upstream)
-	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, upstream))
 	return in
 }
 

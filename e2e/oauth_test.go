@@ -9,8 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -30,17 +28,7 @@ import (
 // failures are not throttled per address, so that the tests are quick.
 func oauthReplica(t *testing.T, upstream, natsAddr string, embedded bool) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
-	in.config = filepath.Join(in.dir, "config.yaml")
-	nats := fmt.Sprintf(`{url: "nats://%s"}`, natsAddr)
-	if embedded {
-		nats = fmt.Sprintf(`{url: "", listen: "%s"}`, natsAddr)
-	}
-	cfg := fmt.Sprintf(`listen: %s
-admin: {listen: %s, token: %s}
-data_dir: %s
-nats: %s
-log: {access: false}
+	in := configured(t, sharedNATS(natsAddr, embedded), fmt.Sprintf(`log: {access: false}
 auth: {basic: {argon2: {time: 1, memory: 8MiB, threads: 1}}, failures: {per_address: 0}}
 modules:
   invoices: [/api/invoices]
@@ -52,10 +40,7 @@ routes:
   - {path_prefix: /api, upstream: http://%s, auth: [bearer]}
   - {path_prefix: /companies, upstream: http://%s, auth: [bearer], tenant_from: {path_segment: 2}}
   - {path_prefix: /mixed, upstream: http://%s, auth: [api_key, basic, bearer]}
-`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), nats, upstream, upstream, upstream)
-	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, upstream, upstream, upstream))
 	return in
 }
 

@@ -22,24 +22,37 @@ const replicaToken = "e2e-admin-token-0123456789abcdef"
 // first embeds the server and serves it on natsAddr, the others use it.
 func replica(t *testing.T, upstream, natsAddr string, embedded bool) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
-	in.config = filepath.Join(in.dir, "config.yaml")
-	nats := fmt.Sprintf(`{url: "nats://%s"}`, natsAddr)
-	if embedded {
-		nats = fmt.Sprintf(`{url: "", listen: "%s"}`, natsAddr)
-	}
-	cfg := fmt.Sprintf(`listen: %s
-admin: {listen: %s, token: %s}
-data_dir: %s
-nats: %s
-quota: {max_lease: 200, lease_idle: 2s, lease_ttl: 3s}
+	in := configured(t, sharedNATS(natsAddr, embedded), fmt.Sprintf(`quota: {max_lease: 200, lease_idle: 2s, lease_ttl: 3s}
 log: {access: false}
 plans:
   pro: {monthly_requests: 3000}
 routes:
   - {path_prefix: /, upstream: http://%s, auth: [api_key]}
-`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), nats, upstream)
-	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
+`, upstream))
+	return in
+}
+
+// sharedNATS is the nats setting of a replica of a group sharing one
+// server: the first embeds it and serves it on addr, the others use it.
+func sharedNATS(addr string, embedded bool) string {
+	if embedded {
+		return fmt.Sprintf(`{url: "", listen: "%s"}`, addr)
+	}
+	return fmt.Sprintf(`{url: "nats://%s"}`, addr)
+}
+
+// configured returns an instance whose config file has the listeners,
+// the admin token replicaToken, its own data dir, nats (a YAML value; ""
+// for the default) and then rest.
+func configured(t *testing.T, nats, rest string) *instance {
+	t.Helper()
+	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
+	in.config = filepath.Join(in.dir, "config.yaml")
+	cfg := fmt.Sprintf("listen: %s\nadmin: {listen: %s, token: %s}\ndata_dir: %s\n", in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"))
+	if nats != "" {
+		cfg += "nats: " + nats + "\n"
+	}
+	if err := os.WriteFile(in.config, []byte(cfg+rest), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return in

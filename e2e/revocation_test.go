@@ -58,22 +58,13 @@ jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }
 // wait for.
 func revocationReplica(t *testing.T, upstream, natsURL string) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: t.TempDir(), proxy: freeAddr(t), admin: freeAddr(t)}
-	in.config = filepath.Join(in.dir, "config.yaml")
-	cfg := fmt.Sprintf(`listen: %s
-admin: {listen: %s, token: %s}
-data_dir: %s
-nats: {url: "%s"}
-log: {access: false}
+	in := configured(t, fmt.Sprintf(`{url: "%s"}`, natsURL), fmt.Sprintf(`log: {access: false}
 auth: {failures: {per_address: 0}}
 plans:
   big: {monthly_requests: 100000000}
 routes:
   - {path_prefix: /, upstream: http://%s, auth: [api_key]}
-`, in.proxy, in.admin, replicaToken, filepath.Join(in.dir, "data"), natsURL, upstream)
-	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, upstream))
 	return in
 }
 
