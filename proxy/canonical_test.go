@@ -188,9 +188,12 @@ func TestOwnedHeadersEveryCopy(t *testing.T) {
 				"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 7.7.7.7\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Host: evil\r\n" +
 				"X-Forwarded-Proto: https\r\nx-forwarded-proto: https\r\nForwarded: for=6.6.6.6\r\n" +
 				"X-Tollgate-Tenant: evil\r\nx-tollgate-tenant: evil\r\nX-Tollgate-Credential: evil\r\nX-Tollgate-Auth: evil\r\n" +
-				"X-Request-Id: aaa\r\nX-Request-Id: bbb\r\n\r\n",
-			once:   []string{"X-Forwarded-For: 127.0.0.1", "X-Forwarded-Host: a", "X-Forwarded-Proto: http", "X-Tollgate-Tenant: acme", "X-Tollgate-Credential: KEYID0000001", "X-Tollgate-Auth: api_key", "X-Request-Id: "},
-			absent: []string{"6.6.6.6", "7.7.7.7", "evil", "aaa", "bbb", "Forwarded:", goodKey},
+				"X-Tollgate-Scopes: evil\r\nX-Tollgate-User: evil\r\nx-tollgate-user-type: evil\r\n" +
+				// Not hex: the request id tollgate makes cannot contain them.
+				"X-Request-Id: req-one\r\nX-Request-Id: req-two\r\n\r\n",
+			once: []string{"X-Forwarded-For: 127.0.0.1", "X-Forwarded-Host: a", "X-Forwarded-Proto: http", "X-Tollgate-Tenant: acme",
+				"X-Tollgate-Credential: KEYID0000001", "X-Tollgate-Auth: api_key", "X-Tollgate-Scopes: CREATE READ UPDATE DELETE", "X-Request-Id: "},
+			absent: []string{"6.6.6.6", "7.7.7.7", "evil", "req-one", "req-two", "Forwarded:", "X-Tollgate-User", goodKey},
 		},
 		{
 			name:   "connection names owned headers",
