@@ -33,3 +33,7 @@ cluster-test:     ## issue 14's cluster test with its strict timing bounds (3 na
 .PHONY: bench-proxy
 bench-proxy:      ## load benchmark: tollgate vs its backend and nginx under wrk (bench/run.sh, writes bench/RESULTS.md)
 	bench/run.sh
+
+.PHONY: validate-deploy
+validate-deploy:  ## check deploy/ offline: Kubernetes manifests decoded strictly into the k8s.io/api types, compose.yaml against the compose schema, their tollgate and NATS configs parsed
+	go test -race -count=1 ./deploy/

@@ -72,6 +72,7 @@ func (q *Quotas) Refund(tenant string, cost int64, d Decision) {
 	if st.periodEnd.Load() != d.PeriodEnd {
 		return
 	}
+	q.stats.refunded(cost)
 	if d.Open {
 		// Admitted on the outage allowance: not yet in the ledger, so it
 		// is taken off what is owed, if that was not sent meanwhile.
@@ -98,7 +99,7 @@ func (q *Quotas) Admit(tenant string, cost int64) Decision {
 	st := q.state(tenant)
 	now := q.o.Now()
 	nowNano := now.UnixNano()
-	if nowNano >= st.periodEnd.Load() {
+	if nowNano >= st.dayEnd.Load() {
 		q.rollover(st, now)
 	}
 	if !st.known.Load() {
@@ -239,7 +240,7 @@ func (q *Quotas) settleOpen() {
 	for _, st := range q.tenantsWhere(func(st *tenantState) bool { return st.openUsed.Load() != 0 }) {
 		st.mu.Lock()
 		if owed := st.openOwed.Swap(0); owed > 0 {
-			q.enqueue(&ledgerOp{tenant: st.id, period: st.period.Key, id: q.msgID(), delta: owed,
+			q.enqueue(&ledgerOp{tenant: st.id, period: st.period.Key, day: st.day, id: q.msgID(), delta: owed,
 				deadline: q.resendDeadline(q.o.Now())})
 			st.total.Add(owed)
 			q.o.Log.Info("counting requests admitted while the ledger was unreachable",

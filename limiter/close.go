@@ -89,6 +89,11 @@ func (q *Quotas) Close(ctx context.Context) error {
 	} else {
 		q.retireEach(ctx, sts, &t)
 	}
+	q.closeDaysMu.Lock()
+	days := q.closeDays
+	q.closeDays = nil
+	q.closeDaysMu.Unlock()
+	q.addDays(ctx, days)
 	sent := <-flushed
 	if sent {
 		sent = q.flushUntil(ctx)
@@ -189,10 +194,11 @@ func (q *Quotas) retireLocked(ctx context.Context, st *tenantState, t *closeTall
 	period := st.period.Key
 	if q.o.Leases == nil || st.rev == 0 {
 		if n > 0 {
-			if _, _, err := q.add(ctx, st.id, period, -n, q.msgID()); err != nil {
+			if _, _, err := q.add(ctx, st.id, period, st.day, -n, q.msgID()); err != nil {
 				t.left(n, false)
 				return
 			}
+			q.stats.returned(ReturnShutdown, n)
 			q.returned(st, n)
 		}
 		t.done(n)
@@ -207,7 +213,7 @@ func (q *Quotas) retireLocked(ctx context.Context, st *tenantState, t *closeTall
 	g := st.granted.Load()
 	now := q.o.Now()
 	id := q.msgID()
-	rec := LeaseRecord{Reserved: g, SpentMax: g - n, Expires: now.Add(q.o.LeaseTTL), ReturnID: id, ReturnAt: now}
+	rec := LeaseRecord{Reserved: g, SpentMax: g - n, Expires: now.Add(q.o.LeaseTTL), ReturnID: id, ReturnAt: now, Day: st.day}
 	for try := 0; ; try++ {
 		if try == 2 {
 			q.o.Log.Warn("lease record keeps vanishing", zap.String("tenant", st.id))
@@ -241,13 +247,14 @@ func (q *Quotas) retireLocked(ctx context.Context, st *tenantState, t *closeTall
 		}
 		rec.Reserved, rec.SpentMax = g, g-n
 	}
-	if _, _, err := q.add(ctx, st.id, period, -n, id); err != nil {
+	if _, _, err := q.add(ctx, st.id, period, st.day, -n, id); err != nil {
 		// The record names this return: a sweeper sends it again.
 		st.rev = 0
 		t.left(n, true)
 		return
 	}
 	q.returned(st, n)
+	q.stats.returned(ReturnShutdown, n)
 	q.deleteRecordLocked(ctx, st)
 	t.done(n)
 }
@@ -322,7 +329,7 @@ func (q *Quotas) retireChunk(ctx context.Context, chunk []*tenantState, bl Batch
 			it.id, it.rec, it.del = q.msgID(), true, true
 			g := st.granted.Load()
 			writes = append(writes, LeaseWrite{Tenant: st.id, Period: st.period.Key, Replica: q.o.ReplicaID, Rev: st.rev,
-				Record: LeaseRecord{Reserved: g, SpentMax: g - it.n, Expires: now.Add(q.o.LeaseTTL), ReturnID: it.id, ReturnAt: now}})
+				Record: LeaseRecord{Reserved: g, SpentMax: g - it.n, Expires: now.Add(q.o.LeaseTTL), ReturnID: it.id, ReturnAt: now, Day: st.day}})
 		}
 		items = append(items, it)
 	}
@@ -362,7 +369,7 @@ func (q *Quotas) retireChunk(ctx context.Context, chunk []*tenantState, bl Batch
 	var adds []Addition
 	for _, it := range items {
 		if !it.skip && it.id != "" {
-			adds = append(adds, Addition{Tenant: it.st.id, Period: it.st.period.Key, Delta: -it.n, MsgID: it.id})
+			adds = append(adds, Addition{Tenant: it.st.id, Period: it.st.period.Key, Delta: -it.n, MsgID: it.id, Day: it.st.day})
 		}
 	}
 	if len(adds) > 0 {
@@ -382,6 +389,13 @@ func (q *Quotas) retireChunk(ctx context.Context, chunk []*tenantState, bl Batch
 				failed = append(failed, i)
 			}
 		}
+		if err == nil {
+			// Their days are sent once every lease is back: the
+			// history does not hold up the returns.
+			q.closeDaysMu.Lock()
+			q.closeDays = append(q.closeDays, adds...)
+			q.closeDaysMu.Unlock()
+		}
 		// Some may have been applied: re-send each under its id, which
 		// the ledger applies at most once.
 		t.each(len(failed), func(k int) {
@@ -389,7 +403,7 @@ func (q *Quotas) retireChunk(ctx context.Context, chunk []*tenantState, bl Batch
 			if ctx.Err() != nil {
 				return
 			}
-			if _, _, err := q.add(ctx, it.st.id, it.st.period.Key, -it.n, it.id); err == nil {
+			if _, _, err := q.add(ctx, it.st.id, it.st.period.Key, it.st.day, -it.n, it.id); err == nil {
 				it.returned = true
 			}
 		})
@@ -406,6 +420,7 @@ func (q *Quotas) retireChunk(ctx context.Context, chunk []*tenantState, bl Batch
 				continue
 			}
 			q.returned(it.st, it.n)
+			q.stats.returned(ReturnShutdown, it.n)
 		}
 	}
 

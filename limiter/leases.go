@@ -24,6 +24,9 @@ type LeaseRecord struct {
 	// returning them twice.
 	ReturnID string    `json:"return_id,omitempty"`
 	ReturnAt time.Time `json:"return_at,omitzero"`
+	// Day is the day the replica's unused tokens count on (DayLedger):
+	// a sweeper takes them off that day.
+	Day string `json:"day,omitempty"`
 }
 
 // ExpiredLease is an expired record of some replica.
@@ -77,6 +80,25 @@ type Addition struct {
 	Tenant, Period string
 	Delta          int64
 	MsgID          string
+	// Day, when set, is the day (YYYY-MM-DD, the tenant's time zone) the
+	// addition counts on in a DayLedger's history.
+	Day string
+}
+
+// DayLedger is a Ledger that also keeps each tenant's count per day, for
+// the usage history. The limiter adds to a day what it adds to the period
+// (a lease's reservation on the day it is taken, its return on the day the
+// lease counts on) and moves a lease's unused tokens from one day to the
+// next at midnight, so that a month's days add up to its total once
+// leases settle. Day additions take message ids like Add and are applied
+// once each while the ledger remembers the id.
+type DayLedger interface {
+	AddDay(ctx context.Context, tenant, day string, delta int64, msgID string) error
+	// AddDays applies the additions that name a Day.
+	AddDays(ctx context.Context, adds []Addition) error
+	// Days returns tenant's count of each day from from to to
+	// (inclusive); days without a count may be absent.
+	Days(ctx context.Context, tenant, from, to string) (map[string]int64, error)
 }
 
 // BatchLedger is a Ledger that can apply many additions in a few atomic

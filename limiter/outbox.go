@@ -21,9 +21,15 @@ import (
 // (under-admission), never the reverse.
 type ledgerOp struct {
 	tenant, period, id string
-	delta              int64
-	deadline           time.Time
-	then               *ledgerOp
+	// day is the day the addition counts on in a DayLedger ("": none);
+	// dayOnly says it is an addition to that day alone (a move of a
+	// lease's unused tokens at midnight, or a day addition that failed
+	// after its period's went through).
+	day      string
+	dayOnly  bool
+	delta    int64
+	deadline time.Time
+	then     *ledgerOp
 	// st, when set, counts this refund in st.refunding until it is sent.
 	st *tenantState
 }
@@ -54,7 +60,12 @@ func (q *Quotas) msgID() string {
 
 // add sends one ledger addition, retrying with the same id within the
 // timeout and ctx.
-func (q *Quotas) add(ctx context.Context, tenant, period string, delta int64, id string) (int64, bool, error) {
+//
+// The same addition is then made to day, when the ledger keeps days: under
+// the same id, so that a re-sent operation counts once on its day too. If
+// that fails it is queued and re-sent on its own: the period's count, on
+// which admission depends, is not held back by the history.
+func (q *Quotas) add(ctx context.Context, tenant, period, day string, delta int64, id string) (int64, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, q.o.Timeout)
 	defer cancel()
 	var err error
@@ -64,6 +75,7 @@ func (q *Quotas) add(ctx context.Context, tenant, period string, delta int64, id
 		var dup bool
 		total, dup, err = q.o.Ledger.Add(ctx, tenant, period, delta, id)
 		if err == nil {
+			q.addDay(ctx, tenant, period, day, delta, id)
 			return total, dup, nil
 		}
 		if ctx.Err() != nil || try == 2 {
@@ -80,14 +92,15 @@ func (q *Quotas) add(ctx context.Context, tenant, period string, delta int64, id
 // refund returns n tokens of tenant's period in the background. st is
 // given when period is st's current period, so Usage can discount tokens
 // on their way back.
-func (q *Quotas) refund(tenant, period string, n int64, st *tenantState) {
+func (q *Quotas) refund(tenant, period, day string, n int64, st *tenantState) {
 	if n <= 0 {
 		return
 	}
+	q.stats.returned(ReturnUnused, n)
 	if st != nil {
 		st.refunding.Add(n)
 	}
-	q.enqueue(&ledgerOp{tenant: tenant, period: period, id: q.msgID(), delta: -n,
+	q.enqueue(&ledgerOp{tenant: tenant, period: period, day: day, id: q.msgID(), delta: -n,
 		deadline: q.resendDeadline(q.o.Now()), st: st})
 }
 
@@ -122,16 +135,57 @@ func (q *Quotas) flushPending(ctx context.Context) bool {
 			q.popPending(nil)
 			continue
 		}
-		if _, _, err := q.add(ctx, op.tenant, op.period, op.delta, op.id); err != nil {
-			return false
+		if op.dayOnly {
+			if err := q.addDayOnly(ctx, op); err != nil {
+				return false
+			}
+		} else {
+			// The period first, and the refund it settles is no longer
+			// discounted by Usage as soon as the ledger has it; then the
+			// day, which Daily discounts the same way.
+			if _, _, err := q.add(ctx, op.tenant, op.period, "", op.delta, op.id); err != nil {
+				return false
+			}
+			op.done()
+			q.addDay(ctx, op.tenant, op.period, op.day, op.delta, op.id)
+			q.popPending(op.then)
+			continue
 		}
 		op.done()
 		q.popPending(op.then)
 	}
 }
 
+// addDay makes an addition that the period's count took to day as well,
+// under the same id; if that fails it is queued and re-sent on its own.
+func (q *Quotas) addDay(ctx context.Context, tenant, period, day string, delta int64, id string) {
+	dl, ok := q.o.Ledger.(DayLedger)
+	if !ok || day == "" || delta == 0 {
+		return
+	}
+	q.dayOps.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, q.o.Timeout)
+	defer cancel()
+	if dl.AddDay(ctx, tenant, day, delta, id) != nil {
+		q.enqueue(&ledgerOp{tenant: tenant, period: period, day: day, dayOnly: true, id: id, delta: delta,
+			deadline: q.resendDeadline(q.o.Now())})
+	}
+}
+
+// addDayOnly sends an addition to a day alone.
+func (q *Quotas) addDayOnly(ctx context.Context, op *ledgerOp) error {
+	dl, ok := q.o.Ledger.(DayLedger)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.o.Timeout)
+	defer cancel()
+	q.dayOps.Add(1)
+	return dl.AddDay(ctx, op.tenant, op.day, op.delta, op.id)
+}
+
 func (op *ledgerOp) done() {
-	if op.st != nil {
+	if op.st != nil && !op.dayOnly {
 		op.st.refunding.Add(op.delta) // delta is the negative refund
 	}
 }
@@ -150,4 +204,36 @@ func (q *Quotas) Pending() int {
 	q.pendingMu.Lock()
 	defer q.pendingMu.Unlock()
 	return len(q.pending)
+}
+
+// addDays sends the day additions of a batch whose period additions the
+// ledger applied; those it cannot send are queued and re-sent one by one.
+func (q *Quotas) addDays(ctx context.Context, adds []Addition) {
+	dl, ok := q.o.Ledger.(DayLedger)
+	if !ok {
+		return
+	}
+	q.dayOps.Add(int64(len(adds)))
+	actx, cancel := context.WithTimeout(ctx, q.o.Timeout)
+	err := dl.AddDays(actx, adds)
+	cancel()
+	if err == nil {
+		return
+	}
+	dl2 := q.resendDeadline(q.o.Now())
+	for _, a := range adds {
+		if a.Day != "" {
+			q.enqueue(&ledgerOp{tenant: a.Tenant, period: a.Period, day: a.Day, dayOnly: true, id: a.MsgID, delta: a.Delta, deadline: dl2})
+		}
+	}
+}
+
+// dayOf is the day it is now for tenant, in its time zone.
+func (q *Quotas) dayOf(tenant string) string {
+	l, _ := q.o.Limits(tenant)
+	loc := l.Location
+	if loc == nil {
+		loc = q.o.Location
+	}
+	return q.o.Now().In(loc).Format(DayLayout)
 }

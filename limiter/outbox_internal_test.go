@@ -38,7 +38,7 @@ func TestOutboxDropsAtEndOfDuplicateWindow(t *testing.T) {
 			})
 			q := NewQuotas(QuotaOptions{Ledger: ledger, Limits: func(string) (Limit, bool) { return Limit{}, true },
 				Now: func() time.Time { return now }, Timeout: time.Millisecond, DuplicateWindow: tc.window})
-			q.refund("acme", "2026-11", 5, nil)
+			q.refund("acme", "2026-11", "", 5, nil)
 
 			now = start.Add(tc.last)
 			if q.flushPending(context.Background()) {

@@ -173,11 +173,19 @@ type Quotas struct {
 	// ops counts ledger operations, for metrics and the ≤10 per 1000 goal;
 	// recordOps the lease record writes.
 	ops, recordOps atomic.Int64
+	// dayOps counts additions to a DayLedger's days.
+	dayOps atomic.Int64
+	// closeDays are the day additions of Close's batched returns, sent
+	// once every lease is back.
+	closeDaysMu sync.Mutex
+	closeDays   []Addition
 	// waits counts admissions that took the slow path (waited for a
 	// reservation or a record write, their own or a refill's), by
 	// duration; waitNanos is their total.
 	waits     [len(WaitBuckets) + 1]atomic.Int64
 	waitNanos atomic.Int64
+	// stats counts lease work, for metrics (stats.go).
+	stats leaseStats
 
 	flushMu   sync.Mutex // serialises flushPending (Run and Close both flush); taken before pendingMu
 	pendingMu sync.Mutex // protects pending
@@ -198,6 +206,7 @@ type tenantState struct {
 	limit     atomic.Int64 // monthly limit, math.MaxInt64 when unlimited
 	total     atomic.Int64 // ledger total as of our last operation
 	periodEnd atomic.Int64 // unix nanoseconds
+	dayEnd    atomic.Int64 // unix nanoseconds of the end of day, at most periodEnd
 	resetAt   atomic.Int64 // unix seconds of periodEnd, for headers
 	exhausted atomic.Bool  // the ledger had nothing left at our last try
 	recheck   atomic.Int64 // unix nanoseconds before which exhausted is believed
@@ -216,6 +225,7 @@ type tenantState struct {
 
 	mu          sync.Mutex // serialises reservations; protects the fields below
 	period      Period
+	day         string    // the day the lease's unused tokens count on (DayLedger), YYYY-MM-DD
 	lease       int64     // size of the next reservation
 	leaseAt     time.Time // when the last reservation was granted
 	leaseUsed   int64     // tokens granted by the last reservation
@@ -271,6 +281,9 @@ func NewQuotas(o QuotaOptions) *Quotas {
 
 // LedgerOps returns the number of ledger operations made so far.
 func (q *Quotas) LedgerOps() int64 { return q.ops.Load() }
+
+// DayOps returns the number of additions sent to the days of a DayLedger.
+func (q *Quotas) DayOps() int64 { return q.dayOps.Load() }
 
 // RecordOps returns the number of lease record writes made so far.
 func (q *Quotas) RecordOps() int64 { return q.recordOps.Load() }

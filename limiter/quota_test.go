@@ -253,11 +253,16 @@ func TestQuotaLedgerOpsFarFromLimit(t *testing.T) {
 			t.Fatalf("admit %d refused: %+v", i, d)
 		}
 	}
-	ops := q.LedgerOps()
+	ops, days := q.LedgerOps(), q.DayOps()
 	per1000 := float64(ops) * 1000 / n
-	t.Logf("%d admitted with %d ledger operations: %.2f per 1000", n, ops, per1000)
+	t.Logf("%d admitted with %d ledger operations: %.2f per 1000, and %d additions to the daily history", n, ops, per1000, days)
 	if per1000 > 10 {
 		t.Errorf("%.2f ledger operations per 1000 admitted, want ≤ 10", per1000)
+	}
+	// The daily history follows the ledger: one addition per operation
+	// that changed the month, none per request.
+	if days == 0 || days > ops {
+		t.Errorf("%d additions to the daily history for %d ledger operations", days, ops)
 	}
 }
 

@@ -88,6 +88,7 @@ func (q *Quotas) recordLocked(st *tenantState, need int64) error {
 // the record held beyond its spending bound: those tokens are dropped here
 // before the record is written anew.
 func (q *Quotas) putRecordLocked(st *tenantState, rec LeaseRecord) error {
+	rec.Day = st.day
 	ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
 	defer cancel()
 	for try := 0; try < 2; try++ {
@@ -134,6 +135,7 @@ func (q *Quotas) putRecordLocked(st *tenantState, rec LeaseRecord) error {
 func (q *Quotas) sweptLocked(st *tenantState, fromAvail bool) int64 {
 	swept := min(max(st.recReserved-st.recBound, st.pendReturn, 0), st.granted.Load()-st.spentMax.Load())
 	st.pendReturn = 0
+	q.stats.lost(swept)
 	q.o.Log.Warn("our lease record was swept; dropping the tokens returned for us",
 		zap.String("tenant", st.id), zap.Int64("tokens", swept))
 	if fromAvail {
@@ -182,9 +184,14 @@ func (q *Quotas) sweep() {
 				continue
 			}
 		}
+		q.stats.swept(n)
 		q.o.Log.Info("returning tokens of an expired lease", zap.String("tenant", e.Tenant),
 			zap.String("replica", e.Replica), zap.Int64("tokens", n))
-		q.enqueue(&ledgerOp{tenant: e.Tenant, period: e.Period, id: id, delta: -n, deadline: deadline})
+		day := e.Record.Day
+		if day == "" {
+			day = q.dayOf(e.Tenant)
+		}
+		q.enqueue(&ledgerOp{tenant: e.Tenant, period: e.Period, day: day, id: id, delta: -n, deadline: deadline})
 	}
 }
 

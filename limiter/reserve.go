@@ -38,15 +38,16 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 		// tokens are shared between replicas, down to one at a time.
 		size = max(min(size, (limit-st.total.Load())/4), need)
 	}
-	period := st.period.Key
+	period, day := st.period.Key, st.day
 	id := q.msgID()
-	total, _, err := q.add(context.Background(), st.id, period, size, id)
+	total, _, err := q.add(context.Background(), st.id, period, day, size, id)
 	if err != nil {
+		q.stats.reserveFailures.Add(1)
 		// Unknown whether it was applied: settle it in the background by
 		// re-sending the same id (exactly once), then refund it whole.
 		dl := q.resendDeadline(q.o.Now())
-		q.enqueue(&ledgerOp{tenant: st.id, period: period, id: id, delta: size, deadline: dl,
-			then: &ledgerOp{tenant: st.id, period: period, id: q.msgID(), delta: -size, deadline: dl}})
+		q.enqueue(&ledgerOp{tenant: st.id, period: period, day: day, id: id, delta: size, deadline: dl,
+			then: &ledgerOp{tenant: st.id, period: period, day: day, id: q.msgID(), delta: -size, deadline: dl}})
 		return 0, err
 	}
 	// total-size is what was reserved before us. After a duplicate the
@@ -55,11 +56,12 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 	// exactly what we may spend.
 	granted := min(max(limit-(total-size), 0), size)
 	if over := size - granted; over > 0 {
+		q.stats.returned(ReturnExcess, over)
 		// Refund at once, not in the background: until it lands, our own
 		// over-reservation would make the next grant smaller than it can be.
 		id := q.msgID()
-		if _, _, err := q.add(context.Background(), st.id, period, -over, id); err != nil {
-			q.enqueue(&ledgerOp{tenant: st.id, period: period, id: id, delta: -over,
+		if _, _, err := q.add(context.Background(), st.id, period, day, -over, id); err != nil {
+			q.enqueue(&ledgerOp{tenant: st.id, period: period, day: day, id: id, delta: -over,
 				deadline: q.resendDeadline(q.o.Now()), st: st})
 			st.refunding.Add(over)
 		}
@@ -69,6 +71,7 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 	st.granted.Add(granted) // before avail: spent = granted - avail never reads low
 	st.avail.Add(granted)
 	st.leaseAt, st.leaseUsed = now, granted
+	q.stats.reserved(granted)
 	if granted > 0 {
 		st.leaseHint.Store(granted)
 		if q.o.Leases != nil && st.rev == 0 && st.granted.Load() == granted && granted <= firstLease {
@@ -125,12 +128,12 @@ func (q *Quotas) nextLease(st *tenantState) int64 {
 	return st.lease
 }
 
-// rollover moves st into the period containing now, returning the unused
-// tokens of the old one.
+// rollover moves st into the day containing now, and into its period,
+// returning the unused tokens of the old period.
 func (q *Quotas) rollover(st *tenantState, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if now.UnixNano() < st.periodEnd.Load() {
+	if now.UnixNano() < st.dayEnd.Load() {
 		return
 	}
 	l, _ := q.o.Limits(st.id)
@@ -138,7 +141,46 @@ func (q *Quotas) rollover(st *tenantState, now time.Time) {
 	if loc == nil {
 		loc = q.o.Location
 	}
-	p := PeriodAt(now, loc, l.Anchor)
+	newPeriod := now.UnixNano() >= st.periodEnd.Load()
+	if newPeriod {
+		q.newPeriodLocked(st, now, loc, l.Anchor)
+	}
+	q.newDayLocked(st, now, loc, !newPeriod)
+}
+
+// newDayLocked moves st to the day containing now. The unused tokens of
+// the lease were reserved on the old day and counted on it: they are
+// moved to the new one, where they will be spent (or returned from), so
+// that each day counts what was spent on it, up to what a lease's
+// requests in flight across midnight spend. st.mu must be held.
+func (q *Quotas) newDayLocked(st *tenantState, now time.Time, loc *time.Location, samePeriod bool) {
+	local := now.In(loc)
+	day := local.Format(DayLayout)
+	if old := st.day; old != "" && old != day && samePeriod {
+		if n := st.avail.Load(); n > 0 {
+			if _, ok := q.o.Ledger.(DayLedger); ok {
+				dl := q.resendDeadline(q.o.Now())
+				q.enqueue(&ledgerOp{tenant: st.id, period: st.period.Key, day: old, dayOnly: true, id: q.msgID(), delta: -n, deadline: dl,
+					then: &ledgerOp{tenant: st.id, period: st.period.Key, day: day, dayOnly: true, id: q.msgID(), delta: n, deadline: dl}})
+			}
+		}
+	}
+	st.day = day
+	y, m, d := local.Date()
+	st.dayEnd.Store(min(time.Date(y, m, d+1, 0, 0, 0, 0, loc).UnixNano(), st.periodEnd.Load()))
+	if st.rev != 0 && q.o.Leases != nil {
+		// The record names the day a sweeper takes unused tokens off.
+		_ = q.putRecordLocked(st, LeaseRecord{Reserved: st.recReserved, SpentMax: st.recBound, Expires: q.o.Now().Add(q.o.LeaseTTL)})
+	}
+}
+
+// DayLayout names days in the daily usage history (DayLedger).
+const DayLayout = "2006-01-02"
+
+// newPeriodLocked moves st into the period containing now, returning the
+// unused tokens of the old one. st.mu must be held.
+func (q *Quotas) newPeriodLocked(st *tenantState, now time.Time, loc *time.Location, anchor int) {
+	p := PeriodAt(now, loc, anchor)
 	if old := st.period.Key; old != "" && old != p.Key {
 		q.giveBackLocked(st, true)
 	}
@@ -185,7 +227,7 @@ func (q *Quotas) giveBackLocked(st *tenantState, final bool) {
 		if final {
 			owner = nil
 		}
-		q.refund(st.id, st.period.Key, n, owner)
+		q.refund(st.id, st.period.Key, st.day, n, owner)
 	}
 	if final && q.o.Leases != nil && st.rev != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)

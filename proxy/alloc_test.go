@@ -4,6 +4,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/internal/allocs"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/proxy"
@@ -15,7 +16,7 @@ import (
 // and a tenant far from its limit and, with every allocation sampled,
 // checks that no allocation made while handling them was made by
 // tollgate's own code, through the upstream pool and through a pipelined
-// upstream.
+// upstream. Every metric is on, tenant labels included.
 func TestHotPathAllocatesNothingInTollgate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocation sampling is slow")
@@ -45,6 +46,7 @@ func testHotPathAllocs(t *testing.T, pipelined, tcp bool) {
 		url = "http://" + beLn.Addr().String()
 	}
 	c.Routes = []config.Route{{PathPrefix: "/", Upstream: url, Auth: []string{"api_key"}}}
+	c.Metrics.TenantLabels = true
 	if pipelined {
 		c.Upstreams = map[string]config.Upstream{"be": {URL: url, Pipeline: &config.Pipeline{Conns: 2}}}
 		c.Routes[0].Upstream = "be"
@@ -53,7 +55,7 @@ func testHotPathAllocs(t *testing.T, pipelined, tcp bool) {
 		t.Fatal(err)
 	}
 	p, err := proxy.New(c, proxy.Options{Authenticate: verify, Admit: admit, Access: proxy.NewAccessLog(discard{}),
-		Dial: dial})
+		Metrics: proxy.NewMetrics(prometheus.NewRegistry()), Dial: dial})
 	if err != nil {
 		t.Fatal(err)
 	}

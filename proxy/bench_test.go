@@ -4,6 +4,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/problems"
@@ -16,13 +17,16 @@ import (
 // a fasthttp client, the proxy with a known key and a tenant far from its
 // limit, and a fasthttp backend answering a fixed 200-byte JSON body.
 // allocs/op counts all three. "pipelined" sends the upstream requests
-// over two pipelined connections (upstreams.*.pipeline).
+// over two pipelined connections (upstreams.*.pipeline); "metrics"
+// counts every request in the Prometheus series (proxy.NewMetrics), as
+// tollgate does, with tenant labels.
 func BenchmarkHandler(b *testing.B) {
-	b.Run("pool", func(b *testing.B) { benchmarkHandler(b, false) })
-	b.Run("pipelined", func(b *testing.B) { benchmarkHandler(b, true) })
+	b.Run("pool", func(b *testing.B) { benchmarkHandler(b, false, false) })
+	b.Run("pipelined", func(b *testing.B) { benchmarkHandler(b, true, false) })
+	b.Run("pool-metrics", func(b *testing.B) { benchmarkHandler(b, false, true) })
 }
 
-func benchmarkHandler(b *testing.B, pipelined bool) {
+func benchmarkHandler(b *testing.B, pipelined, metrics bool) {
 	beLn := fasthttputil.NewInmemoryListener()
 	body := []byte(`{"id":12345,"name":"tollgate benchmark","items":[1,2,3,4,5,6,7,8,9,10],"status":"ok","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)
 	be := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
@@ -42,8 +46,13 @@ func benchmarkHandler(b *testing.B, pipelined bool) {
 	if err := config.Validate(c); err != nil {
 		b.Fatal(err)
 	}
-	p, err := proxy.New(c, proxy.Options{Authenticate: verify, Admit: admit,
-		Dial: func(string) (net.Conn, error) { return beLn.Dial() }})
+	o := proxy.Options{Authenticate: verify, Admit: admit,
+		Dial: func(string) (net.Conn, error) { return beLn.Dial() }}
+	if metrics {
+		o.Metrics = proxy.NewMetrics(prometheus.NewRegistry())
+		c.Metrics.TenantLabels = true
+	}
+	p, err := proxy.New(c, o)
 	if err != nil {
 		b.Fatal(err)
 	}

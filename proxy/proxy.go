@@ -128,6 +128,7 @@ func New(c *config.Config, o Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.Metrics.bind(t)
 	p.tab.Store(t)
 	return p, nil
 }
@@ -140,6 +141,7 @@ func (p *Proxy) Update(c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	p.o.Metrics.bind(t)
 	p.tab.Store(t)
 	old.closeUnused(t, time.Minute)
 	return nil
@@ -255,6 +257,7 @@ type reqState struct {
 	pathBuf    [512]byte
 	owned      owned       // the owned headers the client sent (checkHead)
 	unparsed   bool        // fasthttp could not parse the request
+	endpoint   uint8       // endpointSelf or endpointOAuth: answered by tollgate itself
 	incomplete bool        // the answer's streamed body was not sent whole
 	body       *clientBody // the streamed request body, when forwarded as a stream
 }
@@ -286,6 +289,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if rs.route.auth != 0 {
 		rs.dec = p.o.Admit(rs.id, rs.route.cost)
 		rs.hasDec = true
+		p.o.Metrics.decided(&rs.dec)
 		if !rs.dec.Allowed {
 			var buf [24]byte
 			switch {
@@ -335,6 +339,7 @@ func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting
 			kind = SelfOAuthTenants
 		}
 		if kind != 0 {
+			rs.endpoint = endpointSelf
 			if !expecting {
 				p.selfService(ctx, t, rs, kind)
 			}
@@ -349,6 +354,7 @@ func (p *Proxy) head(ctx *fasthttp.RequestCtx, t *table, rs *reqState, expecting
 			ep = OAuthRevoke
 		}
 		if ep != 0 {
+			rs.endpoint = endpointOAuth
 			if !expecting {
 				p.oauth(ctx, t, rs, ep)
 			}
@@ -473,11 +479,13 @@ func (p *Proxy) oauth(ctx *fasthttp.RequestCtx, t *table, rs *reqState, ep OAuth
 		return
 	}
 	h := &ctx.Request.Header
-	a := p.o.OAuth(OAuthRequest{
+	r := OAuthRequest{
 		Endpoint: ep, Method: string(h.Method()), ContentType: h.ContentType(), Query: ctx.URI().QueryString(), Body: body,
 		Authorization: h.PeekBytes(hAuthorization), APIKey: h.PeekBytes(t.oauthKeyHdr), Addr: t.clientAddr(ctx),
 		Several: countHeader(h, hAuthorization) > 1 || countHeader(h, t.oauthKeyHdr) > 1,
-	})
+	}
+	a := p.o.OAuth(r)
+	p.o.Metrics.oauthFailed(len(r.APIKey) > 0, &a)
 	if a.Challenge != "" {
 		ctx.Response.Header.SetCanonical(hWWWAuth, []byte(a.Challenge))
 	}
@@ -547,6 +555,10 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	up := rs.route.upstream
 	p.prepare(ctx, t, rs)
 	var err error
+	var sent time.Time
+	if up.latency != nil {
+		sent = time.Now()
+	}
 	if up.pipe != nil && !rs.hasBody {
 		if req.IsBodyStream() {
 			// An empty stream ("Content-Length: 0"): a pipelined
@@ -564,6 +576,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 			req.URI().SetSchemeBytes(vHTTP)
 		}
 		err = up.client.Do(req, &ctx.Response)
+	}
+	if up.latency != nil {
+		up.latency.Observe(time.Since(sent).Seconds())
 	}
 	if err != nil {
 		p.upstreamFailed(ctx, rs, err)
@@ -992,7 +1007,7 @@ func (p *Proxy) finish(ctx *fasthttp.RequestCtx, t *table, rs *reqState) {
 	}
 	status := ctx.Response.StatusCode()
 	if m := p.o.Metrics; m != nil {
-		m.observe(status, rs.code, time.Since(rs.start))
+		m.observe(t, rs, ctx.Method(), status, time.Since(rs.start))
 	}
 	if p.o.Access != nil {
 		if sb, ok := ctx.Response.BodyStream().(wire.StreamedBody); ok {

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/proxy/wire"
@@ -40,7 +41,9 @@ type table struct {
 	selfTLS bool
 	// modules are the module prefixes, longest first.
 	modules []modulePrefix
-	cfg     *config.Config
+	// tenantLabels counts requests by tenant (metrics.tenant_labels).
+	tenantLabels bool
+	cfg          *config.Config
 }
 
 type modulePrefix struct {
@@ -61,7 +64,9 @@ func (t *table) moduleOf(path []byte) (access.Modules, string) {
 
 type route struct {
 	name        string
-	host        []byte // lower case; empty matches any host
+	label       string       // the route label of its metrics (routeLabel)
+	counts      *routeCounts // its request counters; nil without metrics
+	host        []byte       // lower case; empty matches any host
 	prefix      []byte
 	stripPrefix bool
 	cost        int64
@@ -86,6 +91,9 @@ type upstream struct {
 	client *fasthttp.HostClient
 	path   []byte // prefix joined in front of the forwarded path
 	https  bool
+	label  string // the upstream label of its metrics (upstreamLabel)
+	// latency is its latency histogram; nil without metrics.
+	latency prometheus.Observer
 	// pipe, when set, takes bodiless requests pipelined.
 	pipe *wire.Pipeline
 	// For upgrades, which bypass the HostClient.
@@ -96,7 +104,7 @@ type upstream struct {
 }
 
 func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) (*table, error) {
-	t := &table{cfg: c,
+	t := &table{cfg: c, tenantLabels: c.Metrics.TenantLabels,
 		selfUsage: []byte(c.SelfService.Usage), selfReqs: []byte(c.SelfService.LimitRequests), selfTens: []byte(c.SelfService.Tenants)}
 	for name, prefixes := range c.Modules {
 		bit := access.ModuleNamed(name)
@@ -136,6 +144,7 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 			}
 		}
 		ups[name] = newUpstream(name, u, dial)
+		ups[name].label = upstreamLabel(c, name)
 	}
 	for i, r := range c.Routes {
 		up := ups[r.UpstreamName]
@@ -143,7 +152,7 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 			return nil, fmt.Errorf("proxy: routes[%d]: no upstream %q", i, r.UpstreamName)
 		}
 		rt := &route{
-			name: r.Name, host: []byte(r.Host), prefix: []byte(r.PathPrefix), stripPrefix: r.StripPrefix,
+			name: r.Name, label: routeLabel(&r), host: []byte(r.Host), prefix: []byte(r.PathPrefix), stripPrefix: r.StripPrefix,
 			cost: r.Cost, upstream: up, normalize: r.Errors.NormalizeErrors(), rfc9457: r.Errors.Format == "rfc9457",
 			errMaxBody: int(r.Errors.MaxBody), maxBody: int(r.MaxRequestBody), upgrade: r.AllowUpgrade,
 		}

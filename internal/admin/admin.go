@@ -45,6 +45,8 @@ type Options struct {
 	Hasher *authn.Hasher
 	// Usage reads a tenant's usage in the current period.
 	Usage func(ctx context.Context, tenant string) (limiter.Usage, error)
+	// Daily reads a tenant's requests per day.
+	Daily func(ctx context.Context, tenant, from, to string) (limiter.DailyUsage, error)
 	// Config returns the configuration in force.
 	Config func() *config.Config
 	// TokenDigest is SHA-256 of the admin token.
@@ -78,6 +80,7 @@ type API struct {
 	o       Options
 	mux     *http.ServeMux
 	tenants *tenants.Service
+	last    lastReload // the last reload's outcome, for GET /v1/config (config.go)
 }
 
 // New returns the admin handler.
@@ -93,7 +96,7 @@ func New(o Options) *API {
 	}
 	a := &API{o: o, mux: http.NewServeMux(), tenants: &tenants.Service{
 		Store: o.Store, Tenants: o.Tenants, Requests: o.LimitRequests, Config: o.Config,
-		ReadUsage: o.Usage, Now: o.Now,
+		ReadUsage: o.Usage, ReadDaily: o.Daily, Now: o.Now,
 	}}
 	m := a.mux
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -133,12 +136,15 @@ func New(o Options) *API {
 	a.handle("DELETE /v1/tokens/{token}", a.deleteToken)
 	a.handle("POST /v1/tokens/revoke", a.revokeTokens)
 	a.handle("GET /v1/tenants/{id}/usage", a.usage)
+	a.handle("GET /v1/tenants/{id}/usage/daily", a.daily)
 	a.handle("POST /v1/tenants/{id}/limit-requests", a.createLimitRequest)
 	a.handle("GET /v1/tenants/{id}/limit-requests", a.listLimitRequests)
 	a.handle("GET /v1/limit-requests", a.listLimitRequests)
 	a.handle("GET /v1/limit-requests/{req}", a.getLimitRequest)
 	a.handle("POST /v1/limit-requests/{req}/approve", a.decide(true))
 	a.handle("POST /v1/limit-requests/{req}/deny", a.decide(false))
+	a.handle("GET /v1/config", a.configView)
+	a.serveUI()
 	if o.Reload != nil {
 		a.handle("POST /v1/reload", a.reload)
 	}

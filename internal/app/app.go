@@ -309,7 +309,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		Name: "tollgate_lease_record_writes_total", Help: "Writes of this replica's lease records.",
 	}, func() float64 { return float64(a.quotas.RecordOps()) }))
 	reg.MustRegister(quotaWaits{a.quotas})
-	for kind, set := range map[string]*authn.Set{store.KindAPIKey: a.creds, store.KindUser: a.users, store.KindClient: a.clients} {
+	registerLeaseMetrics(reg, a.quotas)
+	registerStoreMetrics(reg, a.store)
+	for kind, set := range map[string]*authn.Set{store.KindAPIKey: a.creds, store.KindUser: a.users, store.KindClient: a.clients, store.KindToken: a.tokens} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_credentials", Help: "Credentials held in memory, by kind.", ConstLabels: prometheus.Labels{"kind": kind},
 		}, func() float64 { return float64(set.Len()) }))
@@ -356,7 +358,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	srv := a.proxy.Server(cfg)
 	a.adminAPI = admin.New(admin.Options{
 		Store: a.store, Tenants: a.tenants, LimitRequests: a.requests, Credentials: a.creds, Users: a.users, Clients: a.clients, Tokens: a.tokens,
-		Hasher: a.hasher, Usage: a.quotas.Usage,
+		Hasher: a.hasher, Usage: a.quotas.Usage, Daily: a.quotas.Daily,
 		Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
 		Log: a.log.Named("admin"), Reload: a.Reload, Pprof: cfg.Admin.Pprof,
 	})
@@ -364,6 +366,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 
 	qctx, stopQuotas := context.WithCancel(context.Background())
 	bg.Go(func() error { return a.quotas.Run(qctx) })
+	// The daily usage history keeps only the last count of days that
+	// can no longer change.
+	bg.Go(func() error { a.store.Ledger.RunCompaction(qctx, time.Now); return nil })
 	logDone := make(chan struct{})
 	if accessLog != nil {
 		bg.Go(func() error { accessLog.Run(logDone); return nil })

@@ -33,10 +33,24 @@ func (e *ReloadError) ReloadProblems() []string { return e.Problems }
 var _ admin.ReloadRefusal = (*ReloadError)(nil)
 
 // Reload reads the configuration file again, validates it and swaps it in.
-// What cannot change while running is named in the refusal.
-func (a *App) Reload() error {
+// What cannot change while running is named in the refusal. It is POST
+// /v1/reload; the outcome is recorded for GET /v1/config.
+func (a *App) Reload() error { return a.reloadBy("api") }
+
+// reloadBy reloads, and records the outcome with what started it (under
+// reloadMu, so that the record is the last reload's).
+func (a *App) reloadBy(trigger string) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	err := a.reload()
+	if a.adminAPI != nil {
+		a.adminAPI.RecordReload(trigger, err)
+	}
+	return err
+}
+
+// reload is Reload under reloadMu.
+func (a *App) reload() error {
 	old := a.Config()
 	if old.File == "" {
 		return &ReloadError{Problems: []string{"tollgate was started without a config file"}}
@@ -141,7 +155,7 @@ func (a *App) watchReloads(ctx context.Context, hup chan os.Signal) {
 		if why == "" {
 			continue
 		}
-		if err := a.Reload(); err != nil {
+		if err := a.reloadBy(why); err != nil {
 			log.Error("reload refused; the old configuration keeps serving", zap.String("trigger", why), zap.Error(err))
 		}
 	}

@@ -69,7 +69,10 @@ Commands:
                                       revokes every token issued to the client (or
                                       API key), acting for the user, or for the
                                       tenant; prints how many
-  usage TENANT
+  usage TENANT [--daily [--from 2026-11-01] [--to 2026-11-30]]
+                                      the tenant's usage in the current period; with
+                                      --daily, its requests per day (by default from
+                                      the start of the previous period to today)
   limit-requests create TENANT --requested N [--reason TEXT]
   limit-requests list [TENANT] [--status pending|granted|denied] [LIST]
   limit-requests approve REQUEST_ID [--granted N]
@@ -134,7 +137,7 @@ var adminCommands = map[string]adminCommand{
 	"tokens list":            {"[--client ID] [--user USERNAME] [--tenant TENANT] [LIST]", 0, 0, append(slices.Clone(tokenFlags), listFlags...)},
 	"tokens get":             {"TOKEN_ID", 1, 1, nil},
 	"tokens revoke":          {"TOKEN_ID | --client ID | --user USERNAME | --tenant TENANT", 0, 1, tokenFlags},
-	"usage":                  {"TENANT", 1, 1, nil},
+	"usage":                  {"TENANT [--daily [--from 2026-11-01] [--to 2026-11-30]]", 1, 1, []string{"daily", "from", "to"}},
 	"reload":                 {"", 0, 0, nil},
 	"limit-requests create":  {"TENANT --requested N [--reason TEXT]", 1, 1, []string{"requested", "reason"}},
 	"limit-requests list":    {"[TENANT] [--status pending|granted|denied] [LIST]", 0, 1, append([]string{"status"}, listFlags...)},
@@ -279,7 +282,7 @@ func (a args) get(name string) (string, bool) {
 }
 
 func adminCmd(ctx context.Context, in []string, stdio IO) error {
-	a, err := parseArgs(in, "desc", "h", "help")
+	a, err := parseArgs(in, "desc", "daily", "h", "help")
 	if err != nil {
 		fmt.Fprintln(stdio.Stderr, "tollgate admin:", err)
 		return ExitError{2}
@@ -402,6 +405,15 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 		}
 	case "usage":
 		method, path = "GET", pathOf("v1", "tenants", pos[0], "usage")
+		_, daily := a.get("daily")
+		if _, from := a.get("from"); !daily && from {
+			err = errors.New("--from and --to go with --daily")
+		} else if _, to := a.get("to"); !daily && to {
+			err = errors.New("--from and --to go with --daily")
+		}
+		if daily {
+			path = pathOf("v1", "tenants", pos[0], "usage", "daily") + listQuery(a, "from", "to")
+		}
 	case "reload":
 		method, path = "POST", "/v1/reload"
 	case "limit-requests create":

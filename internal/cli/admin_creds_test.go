@@ -182,6 +182,9 @@ func TestAdminCredentialCommandsMapToRequests(t *testing.T) {
 		{args: []string{"tenants", "get", "a/b"}, method: "GET", path: "/v1/tenants/a%2Fb"},
 		{args: []string{"tenants", "update", "acme", "--granted", "9000"}, method: "PATCH", path: "/v1/tenants/acme", body: `{"granted":9000}`},
 		{args: []string{"usage", "acme"}, method: "GET", path: "/v1/tenants/acme/usage"},
+		{args: []string{"usage", "acme", "--daily"}, method: "GET", path: "/v1/tenants/acme/usage/daily"},
+		{args: []string{"usage", "acme", "--daily", "--from", "2026-11-01", "--to=2026-11-30"}, method: "GET",
+			path: "/v1/tenants/acme/usage/daily", query: "from=2026-11-01&to=2026-11-30"},
 		{args: []string{"reload"}, method: "POST", path: "/v1/reload"},
 		{args: []string{"limit-requests", "list", "acme", "--status", "pending"},
 			method: "GET", path: "/v1/tenants/acme/limit-requests", query: "status=pending"},
@@ -396,6 +399,7 @@ func TestAdminCommandMistakesSendNothing(t *testing.T) {
 		{[]string{"tokens", "revoke", "AbCdEfGhIjKlMnOp", "--tenant", "acme"}, "", 2, "exactly one of"},
 		{[]string{"tokens", "revoke", "a", "b"}, "", 2, "too many arguments"},
 		{[]string{"tokens", "get"}, "", 2, "usage: tollgate admin tokens get TOKEN_ID"},
+		{[]string{"usage", "acme", "--from", "2026-11-01"}, "", 2, "--from and --to go with --daily"},
 		{[]string{"tokens", "list", "--name", "x"}, "", 2, "unknown flag --name"},
 		{[]string{"tokens", "get", "AbCdEfGhIjKlMnOp", "--client", "tgc_1"}, "", 2, "unknown flag --client"},
 	} {

@@ -64,6 +64,9 @@ type Config struct {
 	SelfService SelfService `yaml:"self_service"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// Metrics configures the Prometheus series on the admin listener's
+	// /metrics.
+	Metrics Metrics `yaml:"metrics"`
 
 	// Parsed at load time.
 	TrustedNets []netip.Prefix `yaml:"-"`
@@ -424,6 +427,19 @@ func (e RouteErrors) NormalizeErrors() bool { return e.Normalize == nil || *e.No
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error. Default info.
 	Access *bool  `yaml:"access"` // access log line per request. Default true.
+}
+
+// Metrics configures the Prometheus series. It may change on reload.
+type Metrics struct {
+	// TenantLabels adds tollgate_tenant_requests_total{tenant,class}:
+	// requests by tenant and status class. Default false. Only verified
+	// credentials name a tenant, so a client cannot make up series, but
+	// each tenant that makes requests costs up to six series (one per
+	// class it is answered with) for as long as tollgate runs, in every
+	// replica and in Prometheus: with tens of thousands of active tenants
+	// that is hundreds of thousands of series. Turning it off on reload
+	// drops them.
+	TenantLabels bool `yaml:"tenant_labels"`
 }
 
 // Default returns the configuration used for every key the file leaves out.

@@ -30,6 +30,8 @@ type Ledger struct {
 	// writers, one per stream, send concurrent additions together.
 	atomic  bool
 	writers []*grouper[ledgerAdd]
+	// daily is the daily usage history (daily.go).
+	daily *Daily
 }
 
 // ledgerHistory bounds the messages kept per tenant and period: enough to
@@ -93,6 +95,11 @@ func openLedger(ctx context.Context, su *setup, o Options) (*Ledger, error) {
 		l.atomic = l.atomic && st.CachedInfo().Config.AllowAtomicPublish
 		l.streams = append(l.streams, st)
 	}
+	daily, err := openDaily(ctx, su, o)
+	if err != nil {
+		return nil, err
+	}
+	l.daily = daily
 	if l.atomic {
 		for i := range l.streams {
 			l.writers = append(l.writers, newLedgerWriter(l, i, o.Timeout))

@@ -82,8 +82,8 @@ func TestOpenRefusesOtherReplicaCount(t *testing.T) {
 	if !errors.As(err, &re) {
 		t.Fatalf("error %T, want *store.ReplicasError", err)
 	}
-	if re.Configured != 1 || len(re.Assets) != 7 {
-		t.Errorf("ReplicasError{Configured: %d, %d assets}, want 1 and 7", re.Configured, len(re.Assets))
+	if re.Configured != 1 || len(re.Assets) != 8 {
+		t.Errorf("ReplicasError{Configured: %d, %d assets}, want 1 and 8", re.Configured, len(re.Assets))
 	}
 	for _, want := range []string{"nats.replicas is 1", "bucket tollgate_keys (stream KV_tollgate_keys) has 3 replicas",
 		"stream TOLLGATE_LEDGER_1 has 3 replicas", "Set nats.replicas to 3",
@@ -92,7 +92,7 @@ func TestOpenRefusesOtherReplicaCount(t *testing.T) {
 			t.Errorf("error lacks %q", want)
 		}
 	}
-	wantStreams(t, streams(t, s3.JS), 3, append(kvStreams, "TOLLGATE_LEDGER_0", "TOLLGATE_LEDGER_1")...)
+	wantStreams(t, streams(t, s3.JS), 3, append(kvStreams, "TOLLGATE_DAILY", "TOLLGATE_LEDGER_0", "TOLLGATE_LEDGER_1")...)
 }
 
 // Three replicas started at once on a fresh cluster race to create the
@@ -126,8 +126,8 @@ func TestConcurrentFirstOpensOnCluster(t *testing.T) {
 	}
 	t.Logf("three concurrent Opens took %v", time.Since(start).Round(time.Millisecond))
 	got := streams(t, stores[0].JS)
-	wantStreams(t, got, 3, append(kvStreams, "TOLLGATE_LEDGER_0")...)
-	for _, n := range []string{"KV_tollgate_leases", "TOLLGATE_LEDGER_0"} {
+	wantStreams(t, got, 3, append(kvStreams, "TOLLGATE_DAILY", "TOLLGATE_LEDGER_0")...)
+	for _, n := range []string{"KV_tollgate_leases", "TOLLGATE_LEDGER_0", "TOLLGATE_DAILY"} {
 		if !got[n].AllowAtomicPublish {
 			t.Errorf("stream %s does not allow atomic publish", n)
 		}

@@ -118,6 +118,10 @@ type Store struct {
 	// Reconnected); nil until someone asks for it.
 	reconnectMu sync.Mutex
 	reconnected chan struct{}
+	// reconnects counts the connection's reconnects, and watches holds
+	// each watched bucket's *watchStats by name (Watch): for metrics.
+	reconnects atomic.Int64
+	watches    sync.Map
 }
 
 // Open starts the embedded server when o.URL is empty, connects, and
@@ -171,6 +175,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			s.up.Store(true)
 			o.Log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+			s.reconnects.Add(1)
 			s.noteReconnect()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { s.up.Store(false) }),
@@ -605,7 +610,7 @@ func (e *ReplicasError) Error() string {
 
 // assetNames are the streams Open creates or uses.
 func assetNames(o Options) []string {
-	names := []string{"KV_" + BucketTenants, "KV_" + BucketKeys, "KV_" + BucketLimitRequests, "KV_" + BucketLeases, "KV_" + BucketTokens}
+	names := []string{"KV_" + BucketTenants, "KV_" + BucketKeys, "KV_" + BucketLimitRequests, "KV_" + BucketLeases, "KV_" + BucketTokens, streamDaily}
 	for i := 0; i < o.LedgerShards; i++ {
 		names = append(names, ledgerStream(i))
 	}

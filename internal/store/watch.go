@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -118,8 +120,14 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 	if n, ok := kv.(reconnectNotifier); ok {
 		reconnected = n.reconnected
 	}
+	ws := new(watchStats) // a bucket of no Store: counted nowhere
+	if b, ok := kv.(*bucket); ok && b.store != nil {
+		ws = b.store.watchStats(kv.Bucket())
+	}
+	ws.started.Store(time.Now().UnixNano())
 	var (
 		lastRev  uint64
+		created  bool   // a watcher was created before: the next is a restart
 		snapshot = true // the next watcher starts with a full snapshot
 		backoff  = watchBackoff
 		// suspect: the last watcher fell behind, or the bucket did not
@@ -163,6 +171,10 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 			suspect = true
 			continue
 		}
+		if created {
+			ws.restarts.Add(1)
+		}
+		created = true
 		var initial map[string][]byte
 		loader, _ := m.(Loader)
 		loading := snapshot && loader != nil
@@ -247,6 +259,7 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 				}
 				stop(w, cancel)
 				w, cancel = r.w, r.cancel
+				ws.restarts.Add(1)
 				lastUpdate = time.Now()
 			case e, ok := <-w.Updates():
 				if !ok {
@@ -256,6 +269,7 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 				backoff = watchBackoff
 				if e == nil { // caught up with the initial state
 					if initial != nil || loading {
+						ws.caughtUp(0, lastUpdate)
 						if loading {
 							loader.Loaded()
 							loading = false
@@ -275,6 +289,7 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 					continue
 				}
 				lastRev = max(lastRev, e.Revision())
+				ws.caughtUp(e.Delta(), lastUpdate)
 				var v []byte
 				if e.Operation() == jetstream.KeyValuePut {
 					v = e.Value()
@@ -300,11 +315,13 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 					suspect = true
 				case r.last <= lastRev:
 					suspect = false
+					ws.caughtUp(0, time.Now())
 				default:
 					if behind == 0 {
 						behindSince = time.Now()
 					}
 					behind = max(behind, r.last)
+					ws.pending.Store(behind - lastRev)
 				}
 			case now := <-tick.C:
 				if !nextAt.IsZero() && !now.Before(nextAt) && next == nil {
@@ -315,6 +332,9 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, m Mirror, log *zap.Logger
 				}
 				if behind != 0 && lastRev >= behind {
 					behind = 0
+				}
+				if behind > lastRev {
+					ws.pending.Store(behind - lastRev)
 				}
 				// Behind, and nothing has arrived for watchGrace since the
 				// bucket said so: the consumer is gone.
@@ -428,3 +448,77 @@ func lastSeq(ctx context.Context, kv jetstream.KeyValue) lastSeqResult {
 	}
 	return lastSeqResult{last: bs.StreamInfo().State.LastSeq, ok: true}
 }
+
+// WatchState is how a bucket's mirror (Watch) stands against the bucket.
+type WatchState struct {
+	Bucket string
+	// Pending is how many changes of the bucket the mirror had not yet
+	// applied, as last known: the count pending behind the last change
+	// delivered (from its consumer's metadata, so 0 once caught up), or,
+	// when the periodic check found the watcher behind (gone silent), the
+	// stream's last revision less the last one applied.
+	Pending uint64
+	// Restarts counts the watchers created to replace another: after a
+	// reconnect, or when one was found behind or ended.
+	Restarts int64
+	// Current is when the mirror was last known to hold all the bucket
+	// held: a change arrived with none pending behind it, or the periodic
+	// check found it caught up (every second or so on an idle bucket).
+	// Zero: not yet; Started is when Watch started.
+	Current, Started time.Time
+}
+
+// Staleness is how long ago the mirror was last known to be current
+// (since Watch started, if never): about a second at most while the
+// watcher works, growing while it is cut off or silent.
+func (w WatchState) Staleness(now time.Time) time.Duration {
+	if w.Current.IsZero() {
+		return now.Sub(w.Started)
+	}
+	return now.Sub(w.Current)
+}
+
+// watchStats are the counters behind a WatchState.
+type watchStats struct {
+	pending  atomic.Uint64
+	restarts atomic.Int64
+	// current and started are Unix nanoseconds (WatchState).
+	current, started atomic.Int64
+}
+
+// caughtUp notes that, at now, pending changes of the bucket were left
+// to apply.
+func (ws *watchStats) caughtUp(pending uint64, now time.Time) {
+	ws.pending.Store(pending)
+	if pending == 0 {
+		ws.current.Store(now.UnixNano())
+	}
+}
+
+// watchStats returns bucket's counters, made on first use.
+func (s *Store) watchStats(bucket string) *watchStats {
+	v, _ := s.watches.LoadOrStore(bucket, new(watchStats))
+	return v.(*watchStats)
+}
+
+// Watches returns the state of each bucket of s being mirrored by Watch,
+// by bucket name.
+func (s *Store) Watches() []WatchState {
+	var out []WatchState
+	s.watches.Range(func(k, v any) bool {
+		ws := v.(*watchStats)
+		st := WatchState{Bucket: k.(string), Pending: ws.pending.Load(), Restarts: ws.restarts.Load(),
+			Started: time.Unix(0, ws.started.Load())}
+		if c := ws.current.Load(); c != 0 {
+			st.Current = time.Unix(0, c)
+		}
+		out = append(out, st)
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Bucket < out[j].Bucket })
+	return out
+}
+
+// Reconnects returns how many times the connection to NATS was
+// re-established.
+func (s *Store) Reconnects() int64 { return s.reconnects.Load() }

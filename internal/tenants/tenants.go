@@ -31,6 +31,8 @@ type Service struct {
 	// ReadUsage reads a tenant's usage in the current period (the
 	// limiter's Usage).
 	ReadUsage func(ctx context.Context, tenant string) (limiter.Usage, error)
+	// ReadDaily reads a tenant's requests per day (the limiter's Daily).
+	ReadDaily func(ctx context.Context, tenant, from, to string) (limiter.DailyUsage, error)
 	// Now is the clock of the records' times. If nil, time.Now is used.
 	Now func() time.Time
 }
@@ -128,6 +130,26 @@ func (s *Service) OwnUsage(ctx context.Context, tenant string) (limiter.Usage, e
 		return u, problems.New(403, problems.CodeForbidden, "", "the credential's tenant does not exist")
 	}
 	return u, nil
+}
+
+// Daily is a tenant's usage history, one entry per day from from to to
+// (YYYY-MM-DD, inclusive; "" for the default range, from the first day of
+// the previous period to today).
+func (s *Service) Daily(ctx context.Context, tenant, from, to string) (limiter.DailyUsage, error) {
+	if _, err := s.Tenant(tenant); err != nil {
+		return limiter.DailyUsage{}, err
+	}
+	ctx, cancel := s.Store.Ctx(ctx)
+	defer cancel()
+	d, err := s.ReadDaily(ctx, tenant, from, to)
+	var re *limiter.RangeError
+	switch {
+	case errors.As(err, &re):
+		return d, problems.New(400, problems.CodeInvalidField, re.Field, re.Reason)
+	case errors.Is(err, limiter.ErrUnavailable):
+		return d, ledgerDown(err)
+	}
+	return d, err
 }
 
 func (s *Service) usage(ctx context.Context, tenant string) (limiter.Usage, error) {
