@@ -76,6 +76,9 @@ func (q *Quotas) add(ctx context.Context, tenant, period, day string, delta int6
 		total, dup, err = q.o.Ledger.Add(ctx, tenant, period, delta, id)
 		if err == nil {
 			q.addDay(ctx, tenant, period, day, delta, id)
+			if q.o.Totals != nil {
+				q.o.Totals(tenant, period, total)
+			}
 			return total, dup, nil
 		}
 		if ctx.Err() != nil || try == 2 {

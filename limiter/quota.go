@@ -152,7 +152,14 @@ type QuotaOptions struct {
 	// exceed 30s. Operations are re-sent under the same id until 30s
 	// before it ends, then dropped. Default DuplicateWindow.
 	DuplicateWindow time.Duration
-	Log             *zap.Logger
+	// Totals, when set, is told the ledger total of tenant's period after
+	// every ledger operation that returned one (reservations, returns,
+	// refunds of excess, settled outbox operations), whichever replica's
+	// operation moved it: the notifier's view of usage crossing a
+	// threshold. It runs on the limiter's goroutines, some of them holding
+	// the tenant's lock: it must not block.
+	Totals func(tenant, period string, total int64)
+	Log    *zap.Logger
 }
 
 // Quotas admits requests against monthly quotas. A replica reserves a
