@@ -49,6 +49,15 @@ func TestClusterFailover(t *testing.T) {
 	if os.Getenv("TOLLGATE_STRICT_TIMING") == "1" {
 		stallMax, revokeP99 = 100*time.Millisecond, 2*time.Second
 	}
+	// Issue 18 bounds what a crash strands to 1 % of the limit: a lease is
+	// at most half of that, 25 tokens of this plan of 5,000, about a
+	// second of this load per replica. What a replica can spend while the
+	// ledger has no leader is what a crash can strand, so this plan no
+	// longer rides out the election of a killed leader (4-9 s): its
+	// admissions wait for it, up to the ledger timeout, and some are
+	// answered 503. Plans whose half percent covers failover_horizon of
+	// their traffic still never wait (TestLeaderFailoverKeepsAdmitting).
+	stallMax = max(stallMax, 12*time.Second)
 
 	up := backend(t)
 	nc := startNATSCluster(t, 3)
@@ -96,8 +105,8 @@ func TestClusterFailover(t *testing.T) {
 				t.Errorf("round %d: replica %d reports %d used, %d were admitted", round, i, used, served)
 			}
 		}
-		if n := res.statuses.other(); n > 0 {
-			t.Errorf("round %d: %d answers neither 200 nor 429: %v", round, n, res.statuses.counts())
+		if n := res.statuses.other() - res.statuses.counts()[503]; n > 0 {
+			t.Errorf("round %d: %d answers neither 200, 429 nor 503: %v", round, n, res.statuses.counts())
 		}
 		if worst := res.worstStall(); worst > stallMax {
 			t.Errorf("round %d: an admission took %v, want at most %v", round, worst, stallMax)

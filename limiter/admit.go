@@ -17,10 +17,19 @@ import (
 // given credential: the short-window rate, then concurrency, then the
 // monthly quota, so that a request refused by a limit is not counted. A
 // decision with Acquired set must be followed by Release(tenant).
-func (q *Quotas) AdmitRequest(tenant, credential string, cost int64) Decision {
+//
+// In shadow mode (mode, or the plan's when mode is ModePlan) no limit
+// refuses: every one is evaluated and counts what it admits, the first
+// that would have refused is named in Decision.Shadow, and the request is
+// admitted. A request past the monthly limit is not counted in the ledger
+// then (there is nothing left to reserve); an unreachable ledger still
+// refuses as the plan's on_store_unavailable says.
+func (q *Quotas) AdmitRequest(tenant, credential string, cost int64, mode Mode) Decision {
 	st := q.state(tenant)
 	l := st.lim.Load()
+	shadow := mode == ModeShadow || mode == ModePlan && l.Shadow
 	var rd RateDecision
+	var would Reason
 	hasRate := l.Rate.Requests > 0
 	if hasRate {
 		key := credential
@@ -28,30 +37,47 @@ func (q *Quotas) AdmitRequest(tenant, credential string, cost int64) Decision {
 			key = tenant
 		}
 		if rd = q.rates.Allow(key, l.Rate, cost); !rd.Allowed {
-			d := q.decide(st, q.o.Now(), false, nil)
-			d.Reason, d.Rate, d.HasRate = ReasonRate, rd.State(), true
-			return d
+			if !shadow {
+				d := q.decide(st, q.o.Now(), false, nil)
+				d.Reason, d.Rate, d.HasRate = ReasonRate, rd.State(), true
+				return d
+			}
+			would = ReasonRate
 		}
 	}
 	acquired := false
 	if l.Concurrency > 0 {
-		if _, ok := q.conc.Acquire(tenant, l.Concurrency); !ok {
+		if _, ok := q.conc.Acquire(tenant, l.Concurrency); ok {
+			acquired = true
+		} else if !shadow {
 			d := q.decide(st, q.o.Now(), false, nil)
 			d.Reason, d.Rate, d.HasRate = ReasonConcurrency, rd.State(), hasRate
 			return d
+		} else if would == ReasonNone {
+			would = ReasonConcurrency
 		}
-		acquired = true
 	}
 	d := q.Admit(tenant, cost)
 	d.Rate, d.HasRate = rd.State(), hasRate
 	if !d.Allowed {
-		if acquired {
-			q.conc.Release(tenant)
+		if d.Err == nil && shadow {
+			// Past the limit: admitted, not counted.
+			if would == ReasonNone {
+				would = ReasonQuota
+			}
+			d.Allowed, d.Uncounted = true, true
+		} else {
+			if acquired {
+				q.conc.Release(tenant)
+			}
+			if d.Err == nil {
+				d.Reason = ReasonQuota
+			}
+			return d
 		}
-		if d.Err == nil {
-			d.Reason = ReasonQuota
-		}
-		return d
+	}
+	if would != ReasonNone {
+		d.Shadow = would
 	}
 	d.Acquired = acquired
 	return d
@@ -65,7 +91,7 @@ func (q *Quotas) AdmitRequest(tenant, credential string, cost int64) Decision {
 // than the current one (d.PeriodEnd) is dropped: that period is closed.
 // It does no I/O and takes no lock.
 func (q *Quotas) Refund(tenant string, cost int64, d Decision) {
-	if !d.Allowed || d.Unlimited || cost <= 0 {
+	if !d.Allowed || d.Unlimited || d.Uncounted || cost <= 0 {
 		return
 	}
 	st := q.state(tenant)
@@ -73,6 +99,7 @@ func (q *Quotas) Refund(tenant string, cost int64, d Decision) {
 		return
 	}
 	q.stats.refunded(cost)
+	st.refunded.Add(cost)
 	if d.Open {
 		// Admitted on the outage allowance: not yet in the ledger, so it
 		// is taken off what is owed, if that was not sent meanwhile.
@@ -160,15 +187,27 @@ func (st *tenantState) lowWater() int64 {
 }
 
 func (q *Quotas) decide(st *tenantState, now time.Time, ok bool, err error) Decision {
-	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0), PeriodEnd: st.periodEnd.Load()}
+	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0), PeriodEnd: st.periodEnd.Load(),
+		RefundOn: st.lim.Load().RefundOn}
 	limit := st.limit.Load()
 	if limit == math.MaxInt64 {
 		d.Unlimited = true
 		return d
 	}
-	d.Limit = limit
+	// What the tenant has used as far as this replica knows: the ledger
+	// total at our last operation less our unspent lease (other
+	// replicas' unspent leases count as used), or everything once the
+	// ledger had nothing left.
+	used := limit
 	if !st.exhausted.Load() || st.avail.Load() > 0 {
-		d.Remaining = min(max(limit-st.total.Load()+st.avail.Load(), 0), limit)
+		used = st.total.Load() - st.avail.Load()
+	}
+	soft := st.soft.Load()
+	d.Limit = soft
+	d.Remaining = min(max(soft-used, 0), soft)
+	if soft < limit {
+		d.HasOverage = true
+		d.Overage = min(max(used-soft, 0), limit-soft)
 	}
 	return d
 }

@@ -68,6 +68,7 @@ func (q *Quotas) Close(ctx context.Context) error {
 	start := time.Now()
 	q.closing.Store(true)
 	q.settleOpen()
+	q.flushRefunded()
 	flushed := make(chan bool, 1)
 	go func() { flushed <- q.flushUntil(ctx) }()
 

@@ -577,12 +577,12 @@ func TestRefusalsBeforeQuotaFake(t *testing.T) {
 			f := ledgertest.Wrap(m)
 			l := &limits{m: map[string]limiter.Limit{"acme": tc.limit}}
 			q := fakeQuotas(t, limiter.QuotaOptions{Ledger: f, Limits: l.get, MaxLease: 10})
-			if d := q.AdmitRequest("acme", "key", 1); !d.Allowed {
+			if d := q.AdmitRequest("acme", "key", 1, limiter.ModePlan); !d.Allowed {
 				t.Fatalf("first request refused: %+v", d)
 			}
 			f.AddFunc = ledgerNeverCalled(t).AddFunc
 			for i := 0; i < 20; i++ {
-				if d := q.AdmitRequest("acme", "key", 1); d.Allowed || d.Reason != tc.reason {
+				if d := q.AdmitRequest("acme", "key", 1, limiter.ModePlan); d.Allowed || d.Reason != tc.reason {
 					t.Fatalf("request %d: %+v, want refused for reason %v", i, d, tc.reason)
 				}
 			}

@@ -39,6 +39,7 @@ func (q *Quotas) Run(ctx context.Context) error {
 				continue // Close returns and records everything itself
 			}
 			q.returnIdle(false)
+			q.flushRefunded()
 			if q.o.Available() {
 				q.settleOpen()
 			}
@@ -156,4 +157,30 @@ func (q *Quotas) tenantsWhere(keep func(st *tenantState) bool) []*tenantState {
 		return true
 	})
 	return out
+}
+
+// RefundedSuffix ends the ledger period key under which a tenant's
+// refunded requests are counted ("2026-12.refunded"): a counter of its
+// own beside the period's, which refunds do not change (the tokens go
+// back to the lease and are spent again or returned with it).
+const RefundedSuffix = ".refunded"
+
+// flushRefunded queues the refunds counted since the last flush as
+// additions to each tenant's refunded counter, each with its message id:
+// counted once whatever replica refunded and however often it is sent.
+func (q *Quotas) flushRefunded() {
+	for _, st := range q.tenantsWhere(func(st *tenantState) bool { return st.refunded.Load() != 0 }) {
+		st.mu.Lock()
+		q.queueRefundedLocked(st)
+		st.mu.Unlock()
+	}
+}
+
+// queueRefundedLocked queues st's refunds of its current period; st.mu
+// must be held (a new period starts under it).
+func (q *Quotas) queueRefundedLocked(st *tenantState) {
+	if n := st.refunded.Swap(0); n != 0 && st.period.Key != "" {
+		q.enqueue(&ledgerOp{tenant: st.id, period: st.period.Key + RefundedSuffix, id: q.msgID(), delta: n,
+			deadline: q.resendDeadline(q.o.Now())})
+	}
 }

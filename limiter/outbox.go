@@ -9,6 +9,7 @@ package limiter
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -76,7 +77,7 @@ func (q *Quotas) add(ctx context.Context, tenant, period, day string, delta int6
 		total, dup, err = q.o.Ledger.Add(ctx, tenant, period, delta, id)
 		if err == nil {
 			q.addDay(ctx, tenant, period, day, delta, id)
-			if q.o.Totals != nil {
+			if q.o.Totals != nil && !strings.HasSuffix(period, RefundedSuffix) {
 				q.o.Totals(tenant, period, total)
 			}
 			return total, dup, nil
@@ -200,6 +201,20 @@ func (q *Quotas) popPending(then *ledgerOp) {
 		q.pending = append([]*ledgerOp{then}, q.pending...)
 	}
 	q.pendingMu.Unlock()
+}
+
+// pendingRefunded is what queued additions to tenant's refunded counter
+// of period add up to.
+func (q *Quotas) pendingRefunded(tenant, period string) int64 {
+	q.pendingMu.Lock()
+	defer q.pendingMu.Unlock()
+	var n int64
+	for _, op := range q.pending {
+		if op.tenant == tenant && op.period == period {
+			n += op.delta
+		}
+	}
+	return n
 }
 
 // Pending returns the number of ledger operations waiting to be sent.

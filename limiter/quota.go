@@ -64,11 +64,29 @@ type Limit struct {
 	RateByTenant bool
 	// Concurrency caps requests in flight per tenant; 0: no cap.
 	Concurrency int64
+	// Overage is how many requests past Monthly are admitted and counted
+	// as overage (over_limit: {allow: …}); 0: none, refuse at the limit.
+	Overage int64
+	// Shadow: no limit refuses, each says what it would have done
+	// (mode: shadow).
+	Shadow bool
+	// RefundOn is the set of answers given back to the quota (refund_on).
+	RefundOn *access.StatusSet
 }
 
 // Reason says which limit refused a request: access.Reason, the proxy's
 // word for it too.
 type Reason = access.Reason
+
+// Mode is access.Mode: enforce or shadow, or the plan's.
+type Mode = access.Mode
+
+// Modes.
+const (
+	ModePlan    = access.ModePlan
+	ModeEnforce = access.ModeEnforce
+	ModeShadow  = access.ModeShadow
+)
 
 // Reasons for a refusal.
 const (
@@ -99,7 +117,10 @@ type QuotaOptions struct {
 	Now func() time.Time
 	// Location of calendar periods. Default UTC.
 	Location *time.Location
-	// MaxLease is the most tokens reserved at once. Default 100.
+	// MaxLease is the most tokens reserved at once. Default 100. Leases
+	// are also at most a thousandth of a tenant's limit (or 1,000 tokens)
+	// and at most half of 1% of its monthly limit (or 5 tokens), so that a
+	// crash strands at most 1% of its month, or 10 tokens (see Leases).
 	MaxLease int64
 	// LeaseIdle returns a lease's unused tokens when it has not been used
 	// for this long. Default 30s.
@@ -122,13 +143,17 @@ type QuotaOptions struct {
 	// quarters of the bound's step for the bound, which still runs one
 	// step ahead: a crash strands no more than before, but a busy tenant
 	// raises its bound up to three times as often. A lease shorter than
-	// this (max_lease, a thousandth of the limit, the last tokens of a
-	// month) may still run dry during a failover. Default Timeout + 10s:
-	// a leader that steps down (a node stopped or restarted) is replaced
-	// within a second, a crashed one only after Raft's election timeout,
-	// 4-9 s in nats-server, and a write lost with it is noticed after
-	// Timeout. A replica then holds up to two leases, and a crash strands
-	// up to a lease: set it to Timeout + 1s to cover step-downs only.
+	// this (max_lease, a thousandth of the limit, half of 1% of the
+	// monthly limit, the last tokens of a month) may still run dry during
+	// a failover: what a replica can spend without NATS is what a crash
+	// can strand, so a plan whose 1% is less than a failover's traffic
+	// waits for the new leader. Default Timeout + 10s: a leader that steps
+	// down (a node stopped or restarted) is replaced within a second, a
+	// crashed one only after Raft's election timeout, 4-9 s in
+	// nats-server, and a write lost with it is noticed after Timeout. A
+	// replica then holds up to two leases, which a crash may strand (still
+	// at most 1% of the month, see Leases): set it to Timeout + 1s to
+	// cover step-downs only.
 	FailoverHorizon time.Duration
 	// ReplicaID prefixes message ids; it must be unique per process.
 	ReplicaID string
@@ -136,13 +161,18 @@ type QuotaOptions struct {
 	Available func() bool
 	// Leases, when set, records each replica's leases so that tokens a
 	// crashed replica reserved but provably never spent are returned by
-	// the others once its record expires: a crash then strands at most
-	// half a lease per tenant, or 100 tokens if that is more (and at most
-	// the lease; a tenant's first lease of the period, at most 10 tokens,
-	// has no record), plus the next lease if it comes between that
-	// lease's reservation and the record write that follows it. Without
-	// it a crash strands what the replica holds: up to a lease and a half
-	// per tenant (see lowWater).
+	// the others once its record expires. A crash strands, per tenant,
+	// what the recorded spending bound is ahead of spending (up to the
+	// bound's step, a whole lease for a busy tenant) and what no record
+	// covers yet (a tenant's first lease of the period, which has none,
+	// or a lease between its reservation and the record write that
+	// follows it): together at most what the replica holds, two leases,
+	// which the lease cap keeps within 1% of the tenant's monthly limit,
+	// or 10 tokens if that is more, plus one request's cost above one
+	// (strandShare in reserve.go). Ledger operations the replica had not
+	// sent when it died (a return of an idle lease; in an outage, a
+	// reservation whose answer was lost) may add to it. Without Leases a
+	// crash strands what the replica holds, within the same bound.
 	Leases LeaseBook
 	// LeaseTTL is how long a lease record lives without being refreshed.
 	// Default 30s.
@@ -210,7 +240,9 @@ type tenantState struct {
 	id string
 
 	avail     atomic.Int64 // tokens of the current lease not yet spent
-	limit     atomic.Int64 // monthly limit, math.MaxInt64 when unlimited
+	limit     atomic.Int64 // monthly limit plus overage allowance: the cap of reservations; math.MaxInt64 when unlimited
+	soft      atomic.Int64 // monthly limit as shown: limit without the overage allowance
+	refunded  atomic.Int64 // tokens refunded in the current period not yet added to the ledger's refunded count
 	total     atomic.Int64 // ledger total as of our last operation
 	periodEnd atomic.Int64 // unix nanoseconds
 	dayEnd    atomic.Int64 // unix nanoseconds of the end of day, at most periodEnd
@@ -354,8 +386,10 @@ func (q *Quotas) applyLimit(st *tenantState) {
 	st.known.Store(ok)
 	if l.Monthly <= 0 {
 		st.limit.Store(math.MaxInt64)
+		st.soft.Store(math.MaxInt64)
 	} else {
-		st.limit.Store(l.Monthly)
+		st.limit.Store(l.Monthly + max(l.Overage, 0))
+		st.soft.Store(l.Monthly)
 	}
 	st.policy.Store(uint32(l.Policy))
 	st.exhausted.Store(false)

@@ -18,8 +18,10 @@ import (
 // step is how far the recorded spending bound moves ahead of spending: half
 // a lease, or the whole lease up to minStep tokens, or what the tenant
 // spends in 4/3 FailoverHorizon up to the whole lease (so that margin
-// covers the horizon), so that a crash strands at most that many tokens,
-// never more than a lease. The bound is raised, off the request path, when
+// covers the horizon). A crash strands what the bound is ahead of spending
+// and what no record covers yet, together at most what the replica holds
+// (see strandShare): the step is never more than a lease, and for a busy
+// tenant it is the whole lease. The bound is raised, off the request path, when
 // spending comes within margin of it: for a slow tenant a quarter step, so
 // about three record writes per lease (two for a small one); for a busy
 // one up to four per step.
@@ -57,8 +59,9 @@ func (st *tenantState) margin() int64 {
 // requests wait for record writes queued behind each other: in
 // TestQuotaManyActiveTenants's 2-10 s window 7.9 requests in 1,000 waited
 // (p99.9 73 ms) with half a lease, 1.0 (p99.9 1.8 ms) with this, and
-// record writes per 1,000 requests fell from 61 to 30. A crash strands at
-// most 100 tokens of a small lease instead of half of it.
+// record writes per 1,000 requests fell from 61 to 30. The step is still
+// at most a lease, whose cap keeps what a crash strands within 1% of the
+// month (strandShare).
 const minStep = 100
 
 // recordLocked raises the recorded spending bound so that need more

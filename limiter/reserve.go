@@ -27,7 +27,7 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 		// tenant reaches its size a lease sooner).
 		el := max(now.Sub(st.leaseAt), time.Millisecond)
 		rate := float64(st.leaseUsed) / el.Seconds()
-		st.lease = int64(min(max(rate*q.o.LeaseHorizon.Seconds(), 1), float64(q.leaseCap(limit)), float64(max(st.lease, 1)*leaseGrowth)))
+		st.lease = int64(min(max(rate*q.o.LeaseHorizon.Seconds(), 1), float64(q.leaseCap(st)), float64(max(st.lease, 1)*leaseGrowth)))
 		// What must stay ahead of spending, in the lease and under the
 		// recorded bound, to ride out a failover (lowWater, margin).
 		st.cover.Store(int64(min(rate*q.o.FailoverHorizon.Seconds(), float64(st.lease))))
@@ -78,7 +78,8 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 			// The tenant's first lease in the period, small: spent
 			// without a record, which would cost a second fsync'd write
 			// before its first request is answered, for every tenant at
-			// once after a start. A crash strands it whole: 10 tokens.
+			// once after a start. A crash strands it whole: 10 tokens,
+			// or 5 of a plan under 2,000 (leaseCap).
 			st.spentMax.Store(granted)
 		} else {
 			_ = q.recordLocked(st, need) // on failure the new tokens wait for the record
@@ -96,34 +97,87 @@ func (q *Quotas) reserveLocked(st *tenantState, need int64) (int64, error) {
 // leaseGrowth bounds how much larger than the last a lease may be.
 const leaseGrowth = 4
 
-// firstLease is the size of a tenant's first lease in a period.
+// firstLease is the size of a tenant's first lease in a period (or the
+// lease cap, if smaller).
 const firstLease = 10
 
 // leaseShare and leaseShareFloor bound a lease by the tenant's limit: no
 // more than a thousandth of it, unless that is under leaseShareFloor
-// tokens. A crash strands at most half a lease (a lease and a half if it
-// falls between a reservation and its record; see step), so for a big
-// tenant that is at most 0.05 % (0.15 %) of its month, while a busy
-// tenant of a big plan costs few ledger and record writes (each one
-// fsync'd, and on the replica's own CPU with the embedded server): at
-// 5,000 requests/s a lease of 1,000 meant 5 ledger and about 14 record
-// writes a second, and they showed in the proxy's p99 (bench/RESULTS.md).
+// tokens, so that a busy tenant of a big plan costs few ledger and record
+// writes (each one fsync'd, and on the replica's own CPU with the embedded
+// server): at 5,000 requests/s a lease of 1,000 meant 5 ledger and about
+// 14 record writes a second, and they showed in the proxy's p99
+// (bench/RESULTS.md). strandShare bounds it further for plans under
+// 200,000 requests a month.
 const (
 	leaseShare      = 1000
 	leaseShareFloor = 1000
 )
 
-// leaseCap is the largest lease for a tenant whose limit is limit.
-func (q *Quotas) leaseCap(limit int64) int64 {
+// What a crash strands (issue 18). A replica that dies holding a lease
+// leaves in the ledger tokens that no one spent, and a sweeper returns of
+// them only what its last lease record held above its spending bound.
+// For one tenant the rest is, with G the tokens it holds from the ledger,
+// S those spent (requests admitted), R and W the record's reserved and
+// bound:
+//
+//   - W − S, the bound's lead over spending: up to step and one request,
+//     and all of what the record holds for a busy tenant, whose step is a
+//     whole lease;
+//   - G − R, tokens reserved but not (yet) in a record: the first lease of
+//     the period (it has none: firstLease), a lease between its
+//     reservation in the ledger and the record write that follows it, or
+//     one whose record write failed;
+//   - and ledger operations the replica had not sent yet: a return of an
+//     idle lease (its record is lowered first), or, in an outage, a
+//     reservation whose answer was lost and its refund.
+//
+// A record never says more was reserved than is held, nor a bound under
+// what was spent (W ≤ R ≤ G, S ≤ W), so the first two together are at
+// most G − S: what the replica holds unspent. It reserves only when what
+// it holds falls to the low-water mark (at most the last lease) or below
+// one request, so it holds at most two leases and a request. The lease
+// cap is therefore half of strandMax: with NATS reachable, a crash strands
+// at most strandMax, plus a request's cost above one. Measured before
+// this cap (TestCrashStrandsAtMostOnePercent, leases of up to 1,000
+// tokens, a quarter of what was left near the limit): 132-206 tokens of a
+// 1,000 plan, 514-1,000 of a 10,000 plan.
+//
+// The price: what a replica can spend without NATS is what a crash can
+// strand, so where 1% of a plan is less than its traffic through a leader
+// election, its leases no longer ride one out (FailoverHorizon). In
+// e2e's TestClusterFailover (a 5,000 plan, about 40 requests/s per
+// replica, a NATS node killed with -9) admissions waited up to 3.7-5.3 s
+// and some were refused as unavailable, where they took at most 70 ms
+// with leases of up to 1,000 tokens.
+const (
+	strandShare = 100
+	strandFloor = 10
+)
+
+// strandMax is the most tokens of a tenant's month that a crash of one
+// replica may strand: a hundredth of its monthly limit, or strandFloor
+// tokens if that is more.
+func strandMax(monthly int64) int64 { return max(monthly/strandShare, strandFloor) }
+
+// leaseCap is the largest lease for st: max_lease, a thousandth of its
+// limit (or leaseShareFloor), and half of strandMax of its monthly limit
+// (without the overage allowance).
+func (q *Quotas) leaseCap(st *tenantState) int64 {
+	limit := st.limit.Load()
 	if limit == math.MaxInt64 {
 		return q.o.MaxLease
 	}
-	return min(q.o.MaxLease, max(limit/leaseShare, leaseShareFloor))
+	monthly := limit
+	if l := st.lim.Load(); l != nil && l.Monthly > 0 {
+		monthly = l.Monthly
+	}
+	return max(min(q.o.MaxLease, max(limit/leaseShare, leaseShareFloor), strandMax(monthly)/2), 1)
 }
 
 func (q *Quotas) nextLease(st *tenantState) int64 {
 	if st.lease == 0 {
-		st.lease = min(firstLease, q.o.MaxLease)
+		st.lease = min(firstLease, q.leaseCap(st))
 	}
 	return st.lease
 }
@@ -143,6 +197,7 @@ func (q *Quotas) rollover(st *tenantState, now time.Time) {
 	}
 	newPeriod := now.UnixNano() >= st.periodEnd.Load()
 	if newPeriod {
+		q.queueRefundedLocked(st)
 		q.newPeriodLocked(st, now, loc, l.Anchor)
 	}
 	q.newDayLocked(st, now, loc, !newPeriod)

@@ -11,11 +11,18 @@ import (
 
 // Usage is a tenant's consumption in the current period.
 type Usage struct {
-	Period    string    `json:"period"`
-	Limit     int64     `json:"limit"` // 0: unlimited
-	Used      int64     `json:"used"`
-	Remaining int64     `json:"remaining"`
-	Reset     time.Time `json:"reset"`
+	Period    string `json:"period"`
+	Limit     int64  `json:"limit"` // 0: unlimited
+	Used      int64  `json:"used"`
+	Remaining int64  `json:"remaining"`
+	// Refunded counts the requests given back to the quota in the period
+	// (refund_on, and bodies the client broke off): not in Used.
+	Refunded int64 `json:"refunded"`
+	// Overage is how much of Used is past Limit, admitted on the plan's
+	// over_limit allowance (OverageAllowed); Remaining is then 0.
+	Overage        int64     `json:"overage"`
+	OverageAllowed int64     `json:"overage_allowed,omitempty"`
+	Reset          time.Time `json:"reset"`
 }
 
 // Usage reads the ledger for tenant's current period. Used counts tokens
@@ -36,16 +43,23 @@ func (q *Quotas) Usage(ctx context.Context, tenant string) (Usage, error) {
 	st := q.state(tenant)
 	st.mu.Lock()
 	total, err := q.o.Ledger.Total(ctx, tenant, p.Key)
+	var refunded int64
+	if err == nil {
+		refunded, err = q.o.Ledger.Total(ctx, tenant, p.Key+RefundedSuffix)
+	}
 	if err == nil && st.period.Key == p.Key {
 		total -= st.avail.Load() + st.refunding.Load()
+		refunded += st.refunded.Load() + q.pendingRefunded(tenant, p.Key+RefundedSuffix)
 	}
 	st.mu.Unlock()
 	if err != nil {
 		return Usage{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	u := Usage{Period: p.Key, Limit: l.Monthly, Used: max(total, 0), Reset: p.End.UTC()}
+	u := Usage{Period: p.Key, Limit: l.Monthly, Used: max(total, 0), Refunded: refunded, Reset: p.End.UTC()}
 	if l.Monthly > 0 {
 		u.Remaining = max(l.Monthly-u.Used, 0)
+		u.Overage = max(u.Used-l.Monthly, 0)
+		u.OverageAllowed = max(l.Overage, 0)
 	}
 	return u, nil
 }

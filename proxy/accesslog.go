@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/tollgate/tollgate/internal/access"
 	"io"
 	"math/rand/v2"
 	"runtime"
@@ -87,6 +88,17 @@ func (l *AccessLog) log(ctx *fasthttp.RequestCtx, rs *reqState, status int) {
 	}
 	if rs.incomplete {
 		b = append(b, `,"complete":false`...)
+	}
+	if rs.refunded {
+		b = append(b, `,"refunded":true`...)
+	}
+	if rs.dec.Shadow != access.ReasonNone {
+		b = append(b, `,"shadow":"`...)
+		b = append(b, rs.dec.Shadow.String()...)
+		b = append(b, '"')
+	}
+	if rs.dec.Overage > 0 && rs.dec.Allowed && rs.dec.Remaining == 0 {
+		b = append(b, `,"overage":true`...)
 	}
 	b = append(b, `,"duration_ms":`...)
 	b = strconv.AppendFloat(b, float64(now.Sub(rs.start).Microseconds())/1000, 'f', 3, 64)

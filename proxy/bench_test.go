@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"net"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,64 @@ func BenchmarkHandler(b *testing.B) {
 	b.Run("pool", func(b *testing.B) { benchmarkHandler(b, false, false) })
 	b.Run("pipelined", func(b *testing.B) { benchmarkHandler(b, true, false) })
 	b.Run("pool-metrics", func(b *testing.B) { benchmarkHandler(b, false, true) })
+	b.Run("pool-refund-shadow", func(b *testing.B) { benchmarkHandlerOutcomes(b) })
+}
+
+// benchmarkHandlerOutcomes is "pool" with metrics and the access log on,
+// on a route in shadow mode (every answer says what would have refused it)
+// that refunds 503s, and a backend answering every other request 503:
+// each of those is refunded and its limit headers rewritten. Error
+// bodies are passed through as they are (errors.normalize: false).
+func benchmarkHandlerOutcomes(b *testing.B) {
+	beLn := fasthttputil.NewInmemoryListener()
+	var n atomic.Int64
+	be := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if n.Add(1)%2 == 0 {
+			ctx.SetStatusCode(503)
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"ok":true}`)
+	}}
+	go be.Serve(beLn)
+	defer be.Shutdown()
+	c := config.Default()
+	refundOn := []string{"503"}
+	c.Routes = []config.Route{{PathPrefix: "/", Upstream: "http://backend:80", Auth: []string{"api_key"}, Mode: "shadow", RefundOn: &refundOn,
+		// Rewriting the backend's error bodies allocates (normalize.Body):
+		// measured apart from refunds and shadow mode.
+		Errors: config.RouteErrors{Normalize: new(bool)}}}
+	c.Metrics.TenantLabels = true
+	if err := config.Validate(c); err != nil {
+		b.Fatal(err)
+	}
+	var refunds atomic.Int64
+	p, err := proxy.New(c, proxy.Options{Authenticate: verify, Admit: admit, Access: proxy.NewAccessLog(discard{}),
+		Metrics: proxy.NewMetrics(prometheus.NewRegistry()),
+		Refund:  func(access.Principal, int64, access.Decision) { refunds.Add(1) },
+		Dial:    func(string) (net.Conn, error) { return beLn.Dial() }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pLn := fasthttputil.NewInmemoryListener()
+	srv := p.Server(c)
+	go srv.Serve(proxy.Listener(pLn))
+	defer srv.Shutdown()
+	hc := &fasthttp.HostClient{Addr: "proxy", Dial: func(string) (net.Conn, error) { return pLn.Dial() }, MaxConns: 64}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("http://proxy/things/1")
+		req.Header.Set("X-API-Key", goodKey)
+		for pb.Next() {
+			if err := hc.Do(req, resp); err != nil || len(resp.Header.Peek("Tollgate-Shadow")) == 0 {
+				b.Errorf("%v %d", err, resp.StatusCode())
+				return
+			}
+		}
+	})
+	if refunds.Load() < int64(b.N)/3 {
+		b.Errorf("%d refunds for %d requests", refunds.Load(), b.N)
+	}
 }
 
 func benchmarkHandler(b *testing.B, pipelined, metrics bool) {

@@ -119,10 +119,15 @@ const (
 	decConcurrency
 	decUnavailable
 	decUnknownTenant
+	decOverage
+	decShadowQuota
+	decShadowRate
+	decShadowConcurrency
 	numDecisions
 )
 
-var decisionNames = [numDecisions]string{"admitted", "quota", "rate", "concurrency", "unavailable", "unknown_tenant"}
+var decisionNames = [numDecisions]string{"admitted", "quota", "rate", "concurrency", "unavailable", "unknown_tenant",
+	"overage", "shadow_quota", "shadow_rate", "shadow_concurrency"}
 
 // latencyBuckets are the buckets of the duration histograms, in seconds.
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -326,6 +331,18 @@ func (m *Metrics) decided(d *access.Decision) {
 	}
 	i := decAdmitted
 	switch {
+	case d.Allowed && d.Shadow != access.ReasonNone:
+		// Admitted in shadow mode, where a limit would have refused.
+		switch d.Shadow {
+		case access.ReasonRate:
+			i = decShadowRate
+		case access.ReasonConcurrency:
+			i = decShadowConcurrency
+		default:
+			i = decShadowQuota
+		}
+	case d.Allowed && d.Overage > 0 && d.Remaining == 0:
+		i = decOverage
 	case d.Allowed:
 	case d.Err == access.ErrUnknownTenant:
 		i = decUnknownTenant

@@ -203,12 +203,19 @@ func TestDecisionsCounted(t *testing.T) {
 		{Reason: access.ReasonConcurrency},
 		{Err: access.ErrLedgerUnavailable},
 		{Err: access.ErrUnknownTenant},
+		{Allowed: true, HasOverage: true, Overage: 3},
+		{Allowed: true, HasOverage: true, Overage: 3, Remaining: 0}, // refunded, still past the limit
+		{Allowed: true, HasOverage: true, Remaining: 5},
+		{Allowed: true, Shadow: access.ReasonQuota, Uncounted: true},
+		{Allowed: true, Shadow: access.ReasonRate},
+		{Allowed: true, Shadow: access.ReasonConcurrency}, {Allowed: true, Shadow: access.ReasonConcurrency},
 	} {
 		m.decided(&d)
 	}
 	got := series(t, reg, "tollgate_quota_decisions_total")
-	want := map[string]float64{`decision="admitted"`: 2, `decision="quota"`: 1, `decision="rate"`: 1,
-		`decision="concurrency"`: 1, `decision="unavailable"`: 1, `decision="unknown_tenant"`: 1}
+	want := map[string]float64{`decision="admitted"`: 3, `decision="quota"`: 1, `decision="rate"`: 1,
+		`decision="concurrency"`: 1, `decision="unavailable"`: 1, `decision="unknown_tenant"`: 1,
+		`decision="overage"`: 2, `decision="shadow_quota"`: 1, `decision="shadow_rate"`: 1, `decision="shadow_concurrency"`: 2}
 	if !equalSeries(got, want) {
 		t.Errorf("tollgate_quota_decisions_total = %v, want %v", got, want)
 	}

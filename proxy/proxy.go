@@ -83,14 +83,15 @@ type Options struct {
 	// ErrUnsupported, ErrStoreUnavailable). Required.
 	Authenticate func(c access.Presented) (access.Principal, error)
 	// Admit applies the limits of p's tenant to a request costing cost
-	// quota units. Required.
-	Admit func(p access.Principal, cost int64) access.Decision
+	// quota units, in the route's mode (ModePlan: the plan's). Required.
+	Admit func(p access.Principal, cost int64, mode access.Mode) access.Decision
 	// Release ends a request whose Decision had Acquired set. Required
 	// when Admit sets it.
 	Release func(p access.Principal)
 	// Refund gives back the quota of an admitted request that failed
 	// through the client's fault before the upstream received it whole (a
-	// malformed or cut-off body). If nil, such requests still count.
+	// malformed or cut-off body), or whose answer is in the refund_on of
+	// its route or plan. If nil, such requests still count.
 	Refund func(p access.Principal, cost int64, d access.Decision)
 	// SelfService answers the self-service paths for an authenticated
 	// credential: the answer's status and JSON body, or an error (a
@@ -224,6 +225,8 @@ var (
 	hXRLLimit        = []byte("X-RateLimit-Limit")
 	hXRLRemaining    = []byte("X-RateLimit-Remaining")
 	hXRLReset        = []byte("X-RateLimit-Reset")
+	hXRLOverage      = []byte("X-RateLimit-Overage")
+	hShadow          = []byte("Tollgate-Shadow")
 	hRLPolicy        = []byte("RateLimit-Policy")
 	hRL              = []byte("RateLimit")
 	vHTTP            = []byte("http")
@@ -259,6 +262,7 @@ type reqState struct {
 	unparsed   bool        // fasthttp could not parse the request
 	endpoint   uint8       // endpointSelf or endpointOAuth: answered by tollgate itself
 	incomplete bool        // the answer's streamed body was not sent whole
+	refunded   bool        // the request's quota was given back
 	body       *clientBody // the streamed request body, when forwarded as a stream
 }
 
@@ -287,7 +291,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if rs.route.auth != 0 {
-		rs.dec = p.o.Admit(rs.id, rs.route.cost)
+		rs.dec = p.o.Admit(rs.id, rs.route.cost, rs.route.mode)
 		rs.hasDec = true
 		p.o.Metrics.decided(&rs.dec)
 		if !rs.dec.Allowed {
@@ -316,6 +320,26 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	p.forward(ctx, t, &rs)
+	if rs.hasDec && !rs.refunded {
+		set := rs.dec.RefundOn
+		if rs.route.hasRefunds {
+			set = rs.route.refunds
+		}
+		if set != nil && set.Has(ctx.Response.StatusCode(), failureOf(rs.code)) {
+			p.refund(&rs)
+		}
+	}
+}
+
+// failureOf is the upstream failure a problem code names, if any.
+func failureOf(c problems.Code) access.Failure {
+	switch c {
+	case problems.CodeUpstreamUnreachable:
+		return access.FailureUnreachable
+	case problems.CodeUpstreamTimeout:
+		return access.FailureTimeout
+	}
+	return access.FailureNone
 }
 
 // head does what the request head alone decides, before a body is read
@@ -801,8 +825,16 @@ func (l *clientBody) Read(b []byte) (int, error) {
 // refund gives back the quota of an admitted request that failed through
 // the client's fault.
 func (p *Proxy) refund(rs *reqState) {
-	if rs.hasDec && rs.dec.Allowed && p.o.Refund != nil {
+	if rs.hasDec && rs.dec.Allowed && !rs.dec.Uncounted && !rs.dec.Unlimited && !rs.refunded && p.o.Refund != nil {
 		p.o.Refund(rs.id, rs.route.cost, rs.dec)
+		rs.refunded = true
+		// This answer's limit headers already show the refund.
+		d := &rs.dec
+		if d.Overage > 0 {
+			d.Overage = max(d.Overage-rs.route.cost, 0)
+		} else {
+			d.Remaining = min(d.Remaining+rs.route.cost, d.Limit)
+		}
 	}
 }
 
@@ -1037,6 +1069,12 @@ func setLimitHeaders(h *fasthttp.ResponseHeader, d *access.Decision) {
 		h.SetCanonical(hXRLLimit, strconv.AppendInt(buf[:0], d.Limit, 10))
 		h.SetCanonical(hXRLRemaining, strconv.AppendInt(buf[:0], d.Remaining, 10))
 		h.SetCanonical(hXRLReset, strconv.AppendInt(buf[:0], d.Reset, 10))
+		if d.HasOverage {
+			h.SetCanonical(hXRLOverage, strconv.AppendInt(buf[:0], d.Overage, 10))
+		}
+	}
+	if d.Shadow != access.ReasonNone {
+		h.SetCanonical(hShadow, s2b(d.Shadow.String()))
 	}
 	b := buf[:0]
 	if monthly {

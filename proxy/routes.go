@@ -84,6 +84,11 @@ type route struct {
 	errMaxBody   int
 	maxBody      int
 	upgrade      bool
+	// refunds replaces the plan's refund_on when hasRefunds; mode is the
+	// route's limit mode (ModePlan: the plan's).
+	refunds    *access.StatusSet
+	hasRefunds bool
+	mode       access.Mode
 }
 
 type upstream struct {
@@ -155,6 +160,7 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 			name: r.Name, label: routeLabel(&r), host: []byte(r.Host), prefix: []byte(r.PathPrefix), stripPrefix: r.StripPrefix,
 			cost: r.Cost, upstream: up, normalize: r.Errors.NormalizeErrors(), rfc9457: r.Errors.Format == "rfc9457",
 			errMaxBody: int(r.Errors.MaxBody), maxBody: int(r.MaxRequestBody), upgrade: r.AllowUpgrade,
+			refunds: r.Refunds, hasRefunds: r.HasRefunds, mode: r.LimitMode,
 		}
 		if rt.name == "" {
 			rt.name = fmt.Sprintf("routes[%d]", i)

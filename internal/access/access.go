@@ -302,6 +302,74 @@ const (
 	ReasonConcurrency
 )
 
+// String is the reason's problem code: the value of Tollgate-Shadow.
+func (r Reason) String() string {
+	switch r {
+	case ReasonQuota:
+		return "quota_exceeded"
+	case ReasonRate:
+		return "rate_limited"
+	case ReasonConcurrency:
+		return "concurrency_limited"
+	}
+	return ""
+}
+
+// Mode says whether a request's limits refuse it (enforce) or only say
+// what they would have done (shadow). ModePlan takes the tenant's plan's.
+type Mode uint8
+
+// Modes of a route or plan.
+const (
+	ModePlan Mode = iota
+	ModeEnforce
+	ModeShadow
+)
+
+// Failure names an answer tollgate gives itself when the upstream fails,
+// for a StatusSet that names it (refund_on: [upstream_timeout]).
+type Failure uint8
+
+// Upstream failures a StatusSet can name.
+const (
+	FailureNone        Failure = 0
+	FailureUnreachable Failure = 1 << 0 // 502 upstream_unreachable
+	FailureTimeout     Failure = 1 << 1 // 504 upstream_timeout
+)
+
+// StatusSet is a set of HTTP statuses (100–599), and of tollgate's own
+// upstream failures, that an admitted request's answer may fall in: the
+// answers refunded (refund_on). The zero set holds nothing.
+type StatusSet struct {
+	bits [10]uint64
+	own  Failure
+}
+
+// AddStatus adds status (100–599) to the set.
+func (s *StatusSet) AddStatus(status int) {
+	if status >= 0 && status < 640 {
+		s.bits[status>>6] |= 1 << (status & 63)
+	}
+}
+
+// AddFailure adds tollgate's own answer f to the set.
+func (s *StatusSet) AddFailure(f Failure) { s.own |= f }
+
+// Has reports whether an answer of status, which tollgate gave itself
+// for failure f (FailureNone for the upstream's own answer), is in s.
+func (s *StatusSet) Has(status int, f Failure) bool {
+	if s == nil {
+		return false
+	}
+	if s.own&f != 0 {
+		return true
+	}
+	return status >= 0 && status < 640 && s.bits[status>>6]&(1<<(status&63)) != 0
+}
+
+// Empty reports whether s holds nothing.
+func (s *StatusSet) Empty() bool { return s == nil || *s == StatusSet{} }
+
 // Rate is the state of a short-window rate limit.
 type Rate struct {
 	Limit      int64 // burst: requests allowed at once
@@ -340,4 +408,18 @@ type Decision struct {
 	// Unix nanoseconds, so that a refund can tell whether it still
 	// applies.
 	PeriodEnd int64
+	// Shadow, on an admitted request of a route or plan in shadow mode,
+	// names the limit that would have refused it (ReasonNone: none).
+	Shadow Reason
+	// Uncounted says the request was admitted in shadow mode past the
+	// monthly limit: it holds no quota, and nothing is refunded for it.
+	Uncounted bool
+	// Overage is how many requests of the period the tenant was admitted
+	// past its limit, as far as this replica knows, when its plan allows
+	// overage (HasOverage); Remaining is then 0.
+	Overage    int64
+	HasOverage bool
+	// RefundOn is the tenant's plan's refund_on: the answers of an
+	// admitted request that are given back to its quota. nil: none.
+	RefundOn *StatusSet
 }

@@ -60,6 +60,11 @@ type Options struct {
 	Log *zap.Logger
 	// Pprof serves net/http/pprof under /debug/pprof/, behind the token.
 	Pprof bool
+	// Notifications, if set, serves GET /v1/notifications
+	// (notifications.go); NotifyLimitRequest is told of limit requests
+	// filed and decided (tenants.Service.Notify).
+	Notifications      Notifications
+	NotifyLimitRequest func(ctx context.Context, r *store.LimitRequest, event string)
 	// Reload, if set, serves POST /v1/reload: it reloads the configuration
 	// and returns nil, or why not. An error that is (or wraps) a
 	// ReloadRefusal is answered 422 with each of its problems; any other
@@ -96,7 +101,7 @@ func New(o Options) *API {
 	}
 	a := &API{o: o, mux: http.NewServeMux(), tenants: &tenants.Service{
 		Store: o.Store, Tenants: o.Tenants, Requests: o.LimitRequests, Config: o.Config,
-		ReadUsage: o.Usage, ReadDaily: o.Daily, Now: o.Now,
+		ReadUsage: o.Usage, ReadDaily: o.Daily, Now: o.Now, Notify: o.NotifyLimitRequest,
 	}}
 	m := a.mux
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -144,6 +149,7 @@ func New(o Options) *API {
 	a.handle("POST /v1/limit-requests/{req}/approve", a.decide(true))
 	a.handle("POST /v1/limit-requests/{req}/deny", a.decide(false))
 	a.handle("GET /v1/config", a.configView)
+	a.handle("GET /v1/notifications", a.listNotifications)
 	a.serveUI()
 	if o.Reload != nil {
 		a.handle("POST /v1/reload", a.reload)

@@ -194,9 +194,11 @@ var shownConfigFields = []string{
 	"routes[].name", "routes[].host", "routes[].path_prefix", "routes[].upstream", "routes[].auth[]",
 	"routes[].module", "routes[].scopes.*", "routes[].tenant_from.header", "routes[].errors.format",
 	"self_service.usage", "self_service.limit_requests", "self_service.tenants", "log.level",
+	"plans.*.notify.at[]", "plans.*.notify.url", "plans.*.notify.events[]",
+	"plans.*.refund_on[]", "plans.*.mode", "plans.*.over_limit.allow", "routes[].refund_on[]", "routes[].mode",
 }
 
-var redactedConfigFields = []string{"admin.token"}
+var redactedConfigFields = []string{"admin.token", "plans.*.notify.secret"}
 
 func TestConfigFieldsClassified(t *testing.T) {
 	var got []string
@@ -242,10 +244,26 @@ func TestConfigFieldsClassified(t *testing.T) {
 	}
 }
 
-// setPath sets the string field at path (YAML names, structs only) of v.
+// setPath sets the string field at path (YAML names; "*" a new map
+// entry; pointers allocated) of v.
 func setPath(t *testing.T, v reflect.Value, path []string, s string) {
 	t.Helper()
-	for _, name := range path {
+	for i, name := range path {
+		if v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				v.Set(reflect.New(v.Type().Elem()))
+			}
+			v = v.Elem()
+		}
+		if name == "*" && v.Kind() == reflect.Map {
+			if v.IsNil() {
+				v.Set(reflect.MakeMap(v.Type()))
+			}
+			e := reflect.New(v.Type().Elem()).Elem()
+			setPath(t, e, path[i+1:], s)
+			v.SetMapIndex(reflect.ValueOf("x"), e)
+			return
+		}
 		found := false
 		for i := range v.NumField() {
 			if tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); tag == name {

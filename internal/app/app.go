@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate/tollgate/internal/access"
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/notify"
 	"github.com/tollgate/tollgate/internal/oauth"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/tenants"
@@ -76,6 +77,7 @@ type App struct {
 	requests       *store.JSONMirror[store.LimitRequest]
 	adminAPI       *admin.API
 	quotas         *limiter.Quotas
+	notifier       *notify.Notifier
 	proxy          *proxy.Proxy
 	access         *proxy.AccessLog
 	ready          atomic.Bool
@@ -219,11 +221,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	a.authn.Register(access.KindBearer, authn.TokenVerifier{Verifier: a.tokenVerifier})
 	a.authn.Failures = authn.NewThrottle(fl.PerAddress, fl.Window.D(), 1<<16, authn.HashAddr)
 
+	a.notifier = a.newNotifier(replica)
 	a.quotas = limiter.NewQuotas(limiter.QuotaOptions{
 		Ledger: a.store.Ledger, Limits: a.limits, Now: o.Now, Location: cfg.Location,
 		MaxLease: cfg.Quota.MaxLease, LeaseIdle: cfg.Quota.LeaseIdle.D(), LeaseHorizon: cfg.Quota.LeaseHorizon.D(),
 		Timeout: cfg.NATS.Timeout.D(), DuplicateWindow: dupWindow,
 		ReplicaID: replica, Available: a.store.Connected, Log: a.log.Named("quota"),
+		Totals: a.notifier.Totals,
 		Leases: a.store.Leases(), LeaseTTL: cfg.Quota.LeaseTTL.D(), FailoverHorizon: cfg.Quota.FailoverHorizon.D(),
 	})
 	a.requests = store.NewJSONMirror[store.LimitRequest]()
@@ -311,6 +315,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	reg.MustRegister(quotaWaits{a.quotas})
 	registerLeaseMetrics(reg, a.quotas)
 	registerStoreMetrics(reg, a.store)
+	registerNotifyMetrics(reg, a.notifier)
 	for kind, set := range map[string]*authn.Set{store.KindAPIKey: a.creds, store.KindUser: a.users, store.KindClient: a.clients, store.KindToken: a.tokens} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_credentials", Help: "Credentials held in memory, by kind.", ConstLabels: prometheus.Labels{"kind": kind},
@@ -339,7 +344,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 			return ""
 		},
 		Admit: func(tenant string) bool {
-			d := a.quotas.AdmitRequest(tenant, "oauth", 1)
+			d := a.quotas.AdmitRequest(tenant, "oauth", 1, limiter.ModePlan)
 			if d.Acquired {
 				a.quotas.Release(tenant)
 			}
@@ -361,11 +366,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		Hasher: a.hasher, Usage: a.quotas.Usage, Daily: a.quotas.Daily,
 		Config: a.Config, TokenDigest: digest, Ready: a.ready.Load, Gatherer: reg, Now: o.Now,
 		Log: a.log.Named("admin"), Reload: a.Reload, Pprof: cfg.Admin.Pprof,
+		Notifications: a.notifier, NotifyLimitRequest: a.notifier.LimitRequest,
 	})
 	adm := &http.Server{Handler: a.adminAPI, ReadHeaderTimeout: 10 * time.Second}
 
 	qctx, stopQuotas := context.WithCancel(context.Background())
 	bg.Go(func() error { return a.quotas.Run(qctx) })
+	// Webhooks: created from the ledger totals, delivered from the
+	// bucket; stopped after the quotas' last ledger operations.
+	bg.Go(func() error { a.notifier.Run(qctx, nil); return nil })
 	// The daily usage history keeps only the last count of days that
 	// can no longer change.
 	bg.Go(func() error { a.store.Ledger.RunCompaction(qctx, time.Now); return nil })
@@ -424,14 +433,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 
 // admit is the proxy's Admit hook: the limiter's decision for p's tenant,
 // in the vocabulary both share.
-func (a *App) admit(p access.Principal, cost int64) access.Decision {
-	return a.quotas.AdmitRequest(p.Tenant, p.Credential, cost)
+func (a *App) admit(p access.Principal, cost int64, mode access.Mode) access.Decision {
+	return a.quotas.AdmitRequest(p.Tenant, p.Credential, cost, mode)
 }
 
 func (a *App) release(p access.Principal) { a.quotas.Release(p.Tenant) }
 
 // refund gives back the quota of a request that failed through the
-// client's fault.
+// client's fault, or whose answer is in its refund_on.
 func (a *App) refund(p access.Principal, cost int64, d access.Decision) {
 	a.quotas.Refund(p.Tenant, cost, d)
 }
@@ -447,6 +456,9 @@ func (a *App) limits(tenant string) (limiter.Limit, bool) {
 	if p, ok := c.Plans[t.Plan]; ok {
 		l.Location = p.Location
 		l.Concurrency = p.Concurrency
+		l.Overage = p.OverLimit.For(l.Monthly)
+		l.Shadow = p.Mode == "shadow"
+		l.RefundOn = p.Refunds
 		switch p.OnStoreUnavailable {
 		case "closed":
 			l.Policy = limiter.PolicyClosed

@@ -21,7 +21,7 @@ func registerLeaseMetrics(reg prometheus.Registerer, q *limiter.Quotas) {
 		func(s *limiter.LeaseStats) int64 { return s.ReservedTokens })
 	counter("tollgate_lease_reservation_failures_total", "Lease reservations the ledger did not acknowledge (re-sent and refunded in the background).", nil,
 		func(s *limiter.LeaseStats) int64 { return s.ReserveFailures })
-	counter("tollgate_lease_refunds_total", "Admitted requests whose tokens went back to the lease because they failed through the client's fault.", nil,
+	counter("tollgate_lease_refunds_total", "Admitted requests whose tokens went back to the lease: refund_on answers and bodies the client broke off.", nil,
 		func(s *limiter.LeaseStats) int64 { return s.Refunds })
 	counter("tollgate_lease_refunded_tokens_total", "Tokens of the refunded requests.", nil,
 		func(s *limiter.LeaseStats) int64 { return s.RefundedTokens })

@@ -82,6 +82,6 @@ func (a *App) selfService(kind proxy.SelfServiceKind, id access.Principal, metho
 func (a *App) tenantService() *tenants.Service {
 	return &tenants.Service{
 		Store: a.store, Tenants: a.tenants, Requests: a.requests, Config: a.Config,
-		ReadUsage: a.quotas.Usage, Now: a.o.Now,
+		ReadUsage: a.quotas.Usage, Now: a.o.Now, Notify: a.notifier.LimitRequest,
 	}
 }

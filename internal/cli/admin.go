@@ -77,6 +77,9 @@ Commands:
   limit-requests list [TENANT] [--status pending|granted|denied] [LIST]
   limit-requests approve REQUEST_ID [--granted N]
   limit-requests deny REQUEST_ID
+  notifications [--status pending|delivered] [--tenant TENANT] [--kind KIND] [LIST]
+                                      webhook notifications (usage thresholds, limit
+                                      requests), newest first, with their delivery state
   reload                              reload the config file of the running tollgate
 
 LIST:   [--position N] [--size N] [--order-by FIELD] [--desc]
@@ -139,6 +142,7 @@ var adminCommands = map[string]adminCommand{
 	"tokens revoke":          {"TOKEN_ID | --client ID | --user USERNAME | --tenant TENANT", 0, 1, tokenFlags},
 	"usage":                  {"TENANT [--daily [--from 2026-11-01] [--to 2026-11-30]]", 1, 1, []string{"daily", "from", "to"}},
 	"reload":                 {"", 0, 0, nil},
+	"notifications":          {"[--status pending|delivered] [--tenant TENANT] [--kind KIND] [LIST]", 0, 0, append([]string{"status", "tenant", "kind"}, listFlags...)},
 	"limit-requests create":  {"TENANT --requested N [--reason TEXT]", 1, 1, []string{"requested", "reason"}},
 	"limit-requests list":    {"[TENANT] [--status pending|granted|denied] [LIST]", 0, 1, append([]string{"status"}, listFlags...)},
 	"limit-requests approve": {"REQUEST_ID [--granted N]", 1, 1, []string{"granted"}},
@@ -299,7 +303,7 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 		return nil
 	}
 	cmd := strings.Join(a.pos[:min(2, len(a.pos))], " ")
-	if a.pos[0] == "usage" || a.pos[0] == "reload" {
+	if a.pos[0] == "usage" || a.pos[0] == "reload" || a.pos[0] == "notifications" {
 		cmd = a.pos[0]
 	}
 	spec, ok := adminCommands[cmd]
@@ -416,6 +420,8 @@ func adminCmd(ctx context.Context, in []string, stdio IO) error {
 		}
 	case "reload":
 		method, path = "POST", "/v1/reload"
+	case "notifications":
+		method, path = "GET", "/v1/notifications"+listQuery(a, "status", "tenant", "kind")
 	case "limit-requests create":
 		v, ok := a.get("requested")
 		n, perr := strconv.ParseInt(v, 10, 64)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/access"
+	"gopkg.in/yaml.v3"
 )
 
 // Config is the whole configuration file.
@@ -228,8 +229,9 @@ type Quota struct {
 	// MaxLease is the largest number of tokens one replica reserves at a
 	// time for one tenant. Leases are sized to lease_horizon of the
 	// tenant's traffic and to at most a thousandth of its monthly limit
-	// (or 1,000 tokens, whichever is more), so this caps only busy tenants
-	// of big plans. Default 10000.
+	// (or 1,000 tokens, whichever is more) and half of 1% of it (or 5
+	// tokens: a crash strands at most 1% of the month, or 10 tokens), so
+	// this caps only busy tenants of big plans. Default 10000.
 	MaxLease int64 `yaml:"max_lease"`
 	// LeaseIdle returns unused tokens of a lease not used for this long.
 	// Default 30s.
@@ -245,8 +247,9 @@ type Quota struct {
 	// it holds while NATS elects a new leader: refills and raises of the
 	// recorded spending bound start while what is left lasts this long at
 	// the tenant's rate. Default nats.timeout + 10s (a crashed leader is
-	// replaced after 4-9 s); longer holds more tokens per replica, and a
-	// crashed replica strands up to a lease.
+	// replaced after 4-9 s); longer holds more tokens per replica, up to
+	// two leases, which a crashed replica may strand (at most 1% of the
+	// month, or 10 tokens: see max_lease).
 	FailoverHorizon Duration `yaml:"failover_horizon"`
 }
 
@@ -278,10 +281,129 @@ type Plan struct {
 	// TokenLifetime overrides oauth.token_lifetime for this plan's
 	// tenants.
 	TokenLifetime Duration `yaml:"token_lifetime"`
+	// Notify sends signed webhooks when a tenant's usage crosses a
+	// threshold of its monthly limit, and when it files a limit increase
+	// request or one is decided (see Notify). Nil: none.
+	Notify *Notify `yaml:"notify"`
+	// RefundOn lists the answers of an admitted request that are given
+	// back to the tenant's quota: statuses (503), classes (5xx), and
+	// tollgate's own upstream_unreachable (502) and upstream_timeout
+	// (504). A route's refund_on replaces it on that route.
+	RefundOn []string `yaml:"refund_on"`
+	// Mode is "enforce" (default) or "shadow": every limit is evaluated
+	// and counts what it admits, none refuses, and the answer says what
+	// would have (Tollgate-Shadow). A route's mode replaces it there.
+	Mode string `yaml:"mode"`
+	// OverLimit is "refuse" (default) or {allow: 10%} (or a count):
+	// past the limit, requests are admitted up to the allowance and
+	// counted as overage.
+	OverLimit OverLimit `yaml:"over_limit"`
 
 	// Parsed.
 	Location *time.Location `yaml:"-"`
+	// Refunds is RefundOn parsed; nil when empty.
+	Refunds *access.StatusSet `yaml:"-"`
 }
+
+// OverLimit is a plan's over_limit: what happens past the monthly limit.
+type OverLimit struct {
+	// Allow is the overage allowed past the limit: a share of the
+	// tenant's limit ("10%") or a number of requests ("500"). Empty:
+	// refuse at the limit.
+	Allow string `yaml:"allow"`
+
+	// Parsed: Allow as a percentage (Pct) or a count.
+	Pct   float64 `yaml:"-"`
+	Count int64   `yaml:"-"`
+}
+
+// UnmarshalYAML takes "refuse" or a mapping {allow: …}.
+func (o *OverLimit) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value == "refuse" || n.Value == "" {
+			*o = OverLimit{}
+			return nil
+		}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: want refuse or {allow: 10%%}", n.Line, n.Value)}}
+	}
+	type plain OverLimit
+	return n.Decode((*plain)(o))
+}
+
+// For is the overage allowed to a tenant whose monthly limit is limit.
+func (o OverLimit) For(limit int64) int64 {
+	if limit <= 0 {
+		return 0
+	}
+	if o.Pct > 0 {
+		return int64(float64(limit) * o.Pct / 100)
+	}
+	return o.Count
+}
+
+// parseRefunds parses a refund_on list into a set; field names the list
+// for errors.
+func parseRefunds(list []string, field string, add func(path, format string, args ...any)) *access.StatusSet {
+	if len(list) == 0 {
+		return nil
+	}
+	set := new(access.StatusSet)
+	for i, v := range list {
+		v = strings.TrimSpace(strings.ToLower(v))
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case v == "upstream_unreachable":
+			set.AddFailure(access.FailureUnreachable)
+		case v == "upstream_timeout":
+			set.AddFailure(access.FailureTimeout)
+		case len(v) == 3 && v[0] >= '4' && v[0] <= '5' && v[1:] == "xx":
+			base := int(v[0]-'0') * 100
+			for s := base; s < base+100; s++ {
+				set.AddStatus(s)
+			}
+		default:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 100 || n > 599 {
+				add(f, "%q: want a status (400-599), a class (4xx, 5xx), upstream_unreachable or upstream_timeout", v)
+				continue
+			}
+			if n < 400 {
+				add(f, "%d: only error answers (4xx, 5xx) can be refunded", n)
+				continue
+			}
+			set.AddStatus(n)
+		}
+	}
+	return set
+}
+
+// Notify is a plan's webhook notifications (internal/notify).
+type Notify struct {
+	// At are thresholds in percent of the tenant's monthly limit, e.g.
+	// ["80%", "100%"]; each from 1% to 1000% (above 100% for plans that
+	// admit overage), no duplicates. One webhook per tenant, period,
+	// threshold and limit.
+	At []string `yaml:"at"`
+	// URL receives the webhooks (POST, JSON); http or https. Required.
+	URL string `yaml:"url"`
+	// Secret signs each webhook (HMAC-SHA256, the Tollgate-Signature
+	// header); write it as ${VAR}. Required, at least 16 characters.
+	Secret string `yaml:"secret"`
+	// Events are the kinds sent: usage_threshold, limit_request_filed,
+	// limit_request_decided. Default: all of them.
+	Events []string `yaml:"events"`
+
+	// Parsed.
+	Percents []int64 `yaml:"-"` // At as numbers, ascending
+	// Kinds says which Events are on.
+	Kinds map[string]bool `yaml:"-"`
+}
+
+// NotifyKinds are the kinds of notification notify.events may name.
+var NotifyKinds = []string{"usage_threshold", "limit_request_filed", "limit_request_decided"}
+
+// Sends reports whether n (nil: no notifications) sends kind.
+func (n *Notify) Sends(kind string) bool { return n != nil && n.Kinds[kind] }
 
 // Rate is a short-window limit.
 type Rate struct {
@@ -360,6 +482,17 @@ type Route struct {
 	// Default: on for routes that accept basic, unless the proxy listens
 	// on a loopback address only.
 	RequireTLS *bool `yaml:"require_tls"`
+	// RefundOn, when set, replaces the plan's refund_on on this route
+	// ([] refunds nothing here).
+	RefundOn *[]string `yaml:"refund_on"`
+	// Mode, when set ("enforce" or "shadow"), replaces the plan's mode on
+	// this route.
+	Mode string `yaml:"mode"`
+	// Refunds is RefundOn parsed (nil: the plan's); HasRefunds says
+	// RefundOn was set. LimitMode is Mode parsed (ModePlan: the plan's).
+	Refunds    *access.StatusSet `yaml:"-"`
+	HasRefunds bool              `yaml:"-"`
+	LimitMode  access.Mode       `yaml:"-"`
 
 	// Parsed: the upstream pool (inline URLs get a generated name).
 	UpstreamName string `yaml:"-"`
@@ -719,6 +852,36 @@ func (c *Config) validate() []FieldError {
 		if p.AutoApproveUpTo < 0 {
 			add(path+".auto_approve_up_to", "must not be negative")
 		}
+		p.Refunds = parseRefunds(p.RefundOn, path+".refund_on", add)
+		switch p.Mode {
+		case "":
+			p.Mode = "enforce"
+		case "enforce", "shadow":
+		default:
+			add(path+".mode", "%q: want enforce or shadow", p.Mode)
+		}
+		p.OverLimit.Pct, p.OverLimit.Count = 0, 0
+		if a := strings.TrimSpace(p.OverLimit.Allow); a != "" {
+			if pct, ok := strings.CutSuffix(a, "%"); ok {
+				v, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
+				if err != nil || v <= 0 || v > 1000 {
+					add(path+".over_limit.allow", "%q: want a share of the limit from 0%% to 1000%% (10%%) or a number of requests", a)
+				}
+				p.OverLimit.Pct = v
+			} else {
+				v, err := strconv.ParseInt(a, 10, 64)
+				if err != nil || v < 0 {
+					add(path+".over_limit.allow", "%q: want a share of the limit (10%%) or a number of requests", a)
+				}
+				p.OverLimit.Count = v
+			}
+			if p.MonthlyRequests == 0 {
+				add(path+".over_limit", "an unlimited plan (monthly_requests 0) has no overage")
+			}
+		}
+		if p.Notify != nil {
+			checkNotify(path+".notify", p.Notify, add)
+		}
 		p.Location = c.Location
 		if p.Timezone != "" {
 			if l, err := time.LoadLocation(p.Timezone); err != nil {
@@ -754,6 +917,20 @@ func (c *Config) validate() []FieldError {
 		}
 		if r.Cost < 0 {
 			add(path+".cost", "must be positive")
+		}
+		if r.RefundOn != nil {
+			r.HasRefunds = true
+			r.Refunds = parseRefunds(*r.RefundOn, path+".refund_on", add)
+		}
+		switch r.Mode {
+		case "":
+			r.LimitMode = access.ModePlan
+		case "enforce":
+			r.LimitMode = access.ModeEnforce
+		case "shadow":
+			r.LimitMode = access.ModeShadow
+		default:
+			add(path+".mode", "%q: want enforce or shadow", r.Mode)
 		}
 		seen := access.Kinds(0)
 		for j, a := range r.Auth {

@@ -74,7 +74,7 @@ func TestShippedConfigParses(t *testing.T) {
 				t.Errorf("DataDir = %q, want %q", got, want)
 			}
 			if got, want := c.Plans, map[string]Plan{"pro": {MonthlyRequests: 8000, Addons: map[string]int64{"mcal": 8000},
-				OnStoreUnavailable: "lease", Location: time.UTC}}; !reflect.DeepEqual(got, want) {
+				OnStoreUnavailable: "lease", Mode: "enforce", Location: time.UTC}}; !reflect.DeepEqual(got, want) {
 				t.Errorf("Plans = %+v, want %+v", got, want)
 			}
 			// Left out of the file: the documented defaults.

@@ -60,7 +60,7 @@ func wantStreams(t *testing.T, got map[string]jetstream.StreamConfig, replicas i
 	}
 }
 
-var kvStreams = []string{"KV_tollgate_tenants", "KV_tollgate_keys", "KV_tollgate_limit_requests", "KV_tollgate_leases", "KV_tollgate_tokens"}
+var kvStreams = []string{"KV_tollgate_tenants", "KV_tollgate_keys", "KV_tollgate_limit_requests", "KV_tollgate_leases", "KV_tollgate_tokens", "KV_tollgate_notifications"}
 
 // A replica started with the default nats.replicas: 1 against a cluster
 // whose assets have 3 must refuse to start, not turn them into single
@@ -82,8 +82,8 @@ func TestOpenRefusesOtherReplicaCount(t *testing.T) {
 	if !errors.As(err, &re) {
 		t.Fatalf("error %T, want *store.ReplicasError", err)
 	}
-	if re.Configured != 1 || len(re.Assets) != 8 {
-		t.Errorf("ReplicasError{Configured: %d, %d assets}, want 1 and 8", re.Configured, len(re.Assets))
+	if re.Configured != 1 || len(re.Assets) != 9 {
+		t.Errorf("ReplicasError{Configured: %d, %d assets}, want 1 and 9", re.Configured, len(re.Assets))
 	}
 	for _, want := range []string{"nats.replicas is 1", "bucket tollgate_keys (stream KV_tollgate_keys) has 3 replicas",
 		"stream TOLLGATE_LEDGER_1 has 3 replicas", "Set nats.replicas to 3",

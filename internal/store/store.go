@@ -35,6 +35,8 @@ const (
 	BucketTokens        = "tollgate_tokens"
 	BucketLimitRequests = "tollgate_limit_requests"
 	BucketLeases        = "tollgate_leases"
+	// BucketNotifications holds webhook notifications (notifications.go).
+	BucketNotifications = "tollgate_notifications"
 	streamLedger        = "TOLLGATE_LEDGER"
 	subjectLedger       = "tollgate.ledger"
 )
@@ -101,6 +103,10 @@ type Store struct {
 	LimitRequests jetstream.KeyValue
 	// Tokens holds access tokens (not migrated: they live minutes).
 	Tokens jetstream.KeyValue
+	// Notifications holds webhook notifications, each kept
+	// NotificationRetention after its last change (not migrated).
+	Notifications jetstream.KeyValue
+
 	Ledger *Ledger
 	leases jetstream.KeyValue
 	// leasesAtomic says the leases bucket takes atomic batches;
@@ -213,7 +219,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		kv   *jetstream.KeyValue
 		ttl  time.Duration
 	}{{BucketTenants, &s.Tenants, 0}, {BucketKeys, &s.Keys, 0}, {BucketLimitRequests, &s.LimitRequests, 0}, {BucketLeases, &s.leases, 0},
-		{BucketTokens, &s.Tokens, MaxTokenLifetime}} {
+		{BucketTokens, &s.Tokens, MaxTokenLifetime}, {BucketNotifications, &s.Notifications, NotificationRetention}} {
 		kv, err := su.ensureKV(ctx, jetstream.KeyValueConfig{
 			Bucket: b.name, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: b.ttl,
 		})
@@ -223,7 +229,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		}
 		*b.kv = kv
 	}
-	for _, kv := range []*jetstream.KeyValue{&s.Tenants, &s.Keys, &s.LimitRequests, &s.Tokens} {
+	for _, kv := range []*jetstream.KeyValue{&s.Tenants, &s.Keys, &s.LimitRequests, &s.Tokens, &s.Notifications} {
 		*kv = &bucket{KeyValue: *kv, timeout: o.Timeout, store: s}
 	}
 	// Lease records of many tenants are written at once on shutdown.
@@ -610,7 +616,7 @@ func (e *ReplicasError) Error() string {
 
 // assetNames are the streams Open creates or uses.
 func assetNames(o Options) []string {
-	names := []string{"KV_" + BucketTenants, "KV_" + BucketKeys, "KV_" + BucketLimitRequests, "KV_" + BucketLeases, "KV_" + BucketTokens, streamDaily}
+	names := []string{"KV_" + BucketTenants, "KV_" + BucketKeys, "KV_" + BucketLimitRequests, "KV_" + BucketLeases, "KV_" + BucketTokens, "KV_" + BucketNotifications, streamDaily}
 	for i := 0; i < o.LedgerShards; i++ {
 		names = append(names, ledgerStream(i))
 	}

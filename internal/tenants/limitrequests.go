@@ -62,6 +62,12 @@ func (s *Service) CreateLimitRequest(ctx context.Context, tenant string, in Limi
 	if err != nil {
 		return nil, err
 	}
+	if s.Notify != nil {
+		s.Notify(ctx, r, "filed")
+		if r.Status != store.RequestPending {
+			s.Notify(ctx, r, "decided")
+		}
+	}
 	return r, nil
 }
 
@@ -144,6 +150,9 @@ func (s *Service) Decide(ctx context.Context, id string, d Decision) (*store.Lim
 	lr.DecidedBy, lr.DecidedAt = "admin", &now
 	if err := s.settle(ctx, &lr, write); err != nil {
 		return nil, err
+	}
+	if s.Notify != nil {
+		s.Notify(ctx, &lr, "decided")
 	}
 	return &lr, nil
 }

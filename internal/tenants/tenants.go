@@ -35,6 +35,11 @@ type Service struct {
 	ReadDaily func(ctx context.Context, tenant, from, to string) (limiter.DailyUsage, error)
 	// Now is the clock of the records' times. If nil, time.Now is used.
 	Now func() time.Time
+	// Notify, if set, is told of each limit request filed (event
+	// "filed") and decided ("decided": by an admin, or at once by
+	// auto-approval) once its record is written: the webhooks of
+	// internal/notify. It must not wait long.
+	Notify func(ctx context.Context, r *store.LimitRequest, event string)
 }
 
 func (s *Service) now() time.Time {
