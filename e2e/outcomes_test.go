@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -28,23 +27,6 @@ plans:
 routes:
   - {path_prefix: /, upstream: http://%s, auth: [api_key]}
 `, upstream))
-}
-
-// planKey creates tenant on plan and returns a new key of it.
-func planKey(t *testing.T, in *instance, tenant, plan string) string {
-	t.Helper()
-	if _, err := in.cli(replicaToken, "tenants", "create", tenant, "--plan", plan); err != nil {
-		t.Fatal(err)
-	}
-	out, err := in.cli(replicaToken, "keys", "create", tenant, "--name", "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var k struct{ Key string }
-	if err := json.Unmarshal([]byte(out), &k); err != nil {
-		t.Fatal(err)
-	}
-	return k.Key
 }
 
 type outcomeUsage struct {
@@ -141,7 +123,7 @@ func TestRefundsShadowAndOverage(t *testing.T) {
 
 	// Refunds. On one replica, sequentially: a 503's own outcome already
 	// shows its refund.
-	key := planKey(t, a, "acme", "refunding")
+	key := tenantKeyOn(t, a, replicaToken, "acme", "refunding")
 	first, err := sendKey(hc, a, key, "/x")
 	if err != nil || first.status != 200 {
 		t.Fatalf("first request: %+v %v", first, err)
@@ -185,9 +167,16 @@ func TestRefundsShadowAndOverage(t *testing.T) {
 	if refundedLines != unavailable {
 		t.Errorf("access logs say %d requests were refunded, want %d", refundedLines, unavailable)
 	}
+	refundMetric := 0.0
+	for _, in := range reps {
+		refundMetric += metric(t, in, "tollgate_lease_refunds_total")
+	}
+	if int(refundMetric) != unavailable {
+		t.Errorf("tollgate_lease_refunds_total adds up to %v over the replicas, want %d", refundMetric, unavailable)
+	}
 
 	// Shadow.
-	trial := planKey(t, a, "trial", "trial")
+	trial := tenantKeyOn(t, a, replicaToken, "trial", "trial")
 	before := 0.0
 	for _, in := range reps {
 		before += metricLabeled(t, in, "tollgate_quota_decisions_total", `decision="shadow_quota"`)
@@ -218,7 +207,7 @@ func TestRefundsShadowAndOverage(t *testing.T) {
 	}
 
 	// Overage.
-	soft := planKey(t, a, "soft", "soft")
+	soft := tenantKeyOn(t, a, replicaToken, "soft", "soft")
 	softAnswers := spread(t, reps, soft, 240, func(int) string { return "/x" })
 	served, sawOverage := 0, false
 	for _, x := range softAnswers {

@@ -93,7 +93,14 @@ func load(ctx context.Context, key string, clients int, targets []*instance, ser
 // and returns the key.
 func newTenantKey(t *testing.T, in *instance, token, tenant string) string {
 	t.Helper()
-	if _, err := in.cli(token, "tenants", "create", tenant, "--plan", "pro"); err != nil {
+	return tenantKeyOn(t, in, token, tenant, "pro")
+}
+
+// tenantKeyOn creates tenant on plan with one key, through the CLI, and
+// returns the key.
+func tenantKeyOn(t *testing.T, in *instance, token, tenant, plan string) string {
+	t.Helper()
+	if _, err := in.cli(token, "tenants", "create", tenant, "--plan", plan); err != nil {
 		t.Fatal(err)
 	}
 	out, err := in.cli(token, "keys", "create", tenant, "--name", "k")

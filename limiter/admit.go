@@ -58,7 +58,7 @@ func (q *Quotas) AdmitRequest(tenant, credential string, cost int64, mode Mode) 
 		}
 	}
 	d := q.Admit(tenant, cost)
-	d.Rate, d.HasRate = rd.State(), hasRate
+	d.Rate, d.HasRate, d.RefundOn = rd.State(), hasRate, l.RefundOn
 	if !d.Allowed {
 		if d.Err == nil && shadow {
 			// Past the limit: admitted, not counted.
@@ -187,8 +187,7 @@ func (st *tenantState) lowWater() int64 {
 }
 
 func (q *Quotas) decide(st *tenantState, now time.Time, ok bool, err error) Decision {
-	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0), PeriodEnd: st.periodEnd.Load(),
-		RefundOn: st.lim.Load().RefundOn}
+	d := Decision{Allowed: ok, Err: err, Reset: max(st.resetAt.Load()-now.Unix(), 0), PeriodEnd: st.periodEnd.Load()}
 	limit := st.limit.Load()
 	if limit == math.MaxInt64 {
 		d.Unlimited = true

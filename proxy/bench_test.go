@@ -34,17 +34,14 @@ func BenchmarkHandler(b *testing.B) {
 // each of those is refunded and its limit headers rewritten. Error
 // bodies are passed through as they are (errors.normalize: false).
 func benchmarkHandlerOutcomes(b *testing.B) {
-	beLn := fasthttputil.NewInmemoryListener()
 	var n atomic.Int64
-	be := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	backend := func(ctx *fasthttp.RequestCtx) {
 		if n.Add(1)%2 == 0 {
 			ctx.SetStatusCode(503)
 		}
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"ok":true}`)
-	}}
-	go be.Serve(beLn)
-	defer be.Shutdown()
+	}
 	c := config.Default()
 	refundOn := []string{"503"}
 	c.Routes = []config.Route{{PathPrefix: "/", Upstream: "http://backend:80", Auth: []string{"api_key"}, Mode: "shadow", RefundOn: &refundOn,
@@ -52,49 +49,22 @@ func benchmarkHandlerOutcomes(b *testing.B) {
 		// measured apart from refunds and shadow mode.
 		Errors: config.RouteErrors{Normalize: new(bool)}}}
 	c.Metrics.TenantLabels = true
-	if err := config.Validate(c); err != nil {
-		b.Fatal(err)
-	}
 	var refunds atomic.Int64
-	p, err := proxy.New(c, proxy.Options{Authenticate: verify, Admit: admit, Access: proxy.NewAccessLog(discard{}),
+	o := proxy.Options{Authenticate: verify, Admit: admit, Access: proxy.NewAccessLog(discard{}),
 		Metrics: proxy.NewMetrics(prometheus.NewRegistry()),
-		Refund:  func(access.Principal, int64, access.Decision) { refunds.Add(1) },
-		Dial:    func(string) (net.Conn, error) { return beLn.Dial() }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	pLn := fasthttputil.NewInmemoryListener()
-	srv := p.Server(c)
-	go srv.Serve(proxy.Listener(pLn))
-	defer srv.Shutdown()
-	hc := &fasthttp.HostClient{Addr: "proxy", Dial: func(string) (net.Conn, error) { return pLn.Dial() }, MaxConns: 64}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		req.SetRequestURI("http://proxy/things/1")
-		req.Header.Set("X-API-Key", goodKey)
-		for pb.Next() {
-			if err := hc.Do(req, resp); err != nil || len(resp.Header.Peek("Tollgate-Shadow")) == 0 {
-				b.Errorf("%v %d", err, resp.StatusCode())
-				return
-			}
-		}
-	})
+		Refund:  func(access.Principal, int64, access.Decision) { refunds.Add(1) }}
+	runHandler(b, c, o, backend, func(resp *fasthttp.Response) bool { return len(resp.Header.Peek("Tollgate-Shadow")) > 0 })
 	if refunds.Load() < int64(b.N)/3 {
 		b.Errorf("%d refunds for %d requests", refunds.Load(), b.N)
 	}
 }
 
 func benchmarkHandler(b *testing.B, pipelined, metrics bool) {
-	beLn := fasthttputil.NewInmemoryListener()
 	body := []byte(`{"id":12345,"name":"tollgate benchmark","items":[1,2,3,4,5,6,7,8,9,10],"status":"ok","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)
-	be := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	backend := func(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("application/json")
 		ctx.SetBody(body)
-	}}
-	go be.Serve(beLn)
-	defer be.Shutdown()
-
+	}
 	c := config.Default()
 	c.Log.Access = new(bool)
 	c.Routes = []config.Route{{PathPrefix: "/", Upstream: "http://backend:80", Auth: []string{"api_key"}}}
@@ -102,15 +72,26 @@ func benchmarkHandler(b *testing.B, pipelined, metrics bool) {
 		c.Upstreams = map[string]config.Upstream{"be": {URL: "http://backend:80", Pipeline: &config.Pipeline{Conns: 2}}}
 		c.Routes[0].Upstream = "be"
 	}
-	if err := config.Validate(c); err != nil {
-		b.Fatal(err)
-	}
-	o := proxy.Options{Authenticate: verify, Admit: admit,
-		Dial: func(string) (net.Conn, error) { return beLn.Dial() }}
+	o := proxy.Options{Authenticate: verify, Admit: admit}
 	if metrics {
 		o.Metrics = proxy.NewMetrics(prometheus.NewRegistry())
 		c.Metrics.TenantLabels = true
 	}
+	runHandler(b, c, o, backend, func(resp *fasthttp.Response) bool { return resp.StatusCode() == 200 })
+}
+
+// runHandler serves backend and the proxy made of c and o over in-memory
+// listeners and sends b.N requests with the known key from parallel
+// clients; ok checks each answer.
+func runHandler(b *testing.B, c *config.Config, o proxy.Options, backend fasthttp.RequestHandler, ok func(*fasthttp.Response) bool) {
+	beLn := fasthttputil.NewInmemoryListener()
+	be := &fasthttp.Server{Handler: backend}
+	go be.Serve(beLn)
+	defer be.Shutdown()
+	if err := config.Validate(c); err != nil {
+		b.Fatal(err)
+	}
+	o.Dial = func(string) (net.Conn, error) { return beLn.Dial() }
 	p, err := proxy.New(c, o)
 	if err != nil {
 		b.Fatal(err)
@@ -127,7 +108,7 @@ func benchmarkHandler(b *testing.B, pipelined, metrics bool) {
 		req.SetRequestURI("http://proxy/things/1")
 		req.Header.Set("X-API-Key", goodKey)
 		for pb.Next() {
-			if err := hc.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+			if err := hc.Do(req, resp); err != nil || !ok(resp) {
 				b.Errorf("%v %d", err, resp.StatusCode())
 				return
 			}

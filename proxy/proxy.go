@@ -322,10 +322,10 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	p.forward(ctx, t, &rs)
 	if rs.hasDec && !rs.refunded {
 		set := rs.dec.RefundOn
-		if rs.route.hasRefunds {
+		if rs.route.refunds != nil {
 			set = rs.route.refunds
 		}
-		if set != nil && set.Has(ctx.Response.StatusCode(), failureOf(rs.code)) {
+		if set.Has(ctx.Response.StatusCode(), failureOf(rs.code)) {
 			p.refund(&rs)
 		}
 	}
@@ -822,8 +822,8 @@ func (l *clientBody) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// refund gives back the quota of an admitted request that failed through
-// the client's fault.
+// refund gives back the quota of an admitted request, once: one that
+// failed through the client's fault, or whose answer is in refund_on.
 func (p *Proxy) refund(rs *reqState) {
 	if rs.hasDec && rs.dec.Allowed && !rs.dec.Uncounted && !rs.dec.Unlimited && !rs.refunded && p.o.Refund != nil {
 		p.o.Refund(rs.id, rs.route.cost, rs.dec)

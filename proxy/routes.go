@@ -84,11 +84,10 @@ type route struct {
 	errMaxBody   int
 	maxBody      int
 	upgrade      bool
-	// refunds replaces the plan's refund_on when hasRefunds; mode is the
+	// refunds, when set, replaces the plan's refund_on; mode is the
 	// route's limit mode (ModePlan: the plan's).
-	refunds    *access.StatusSet
-	hasRefunds bool
-	mode       access.Mode
+	refunds *access.StatusSet
+	mode    access.Mode
 }
 
 type upstream struct {
@@ -160,7 +159,7 @@ func compile(c *config.Config, old *table, dial func(string) (net.Conn, error)) 
 			name: r.Name, label: routeLabel(&r), host: []byte(r.Host), prefix: []byte(r.PathPrefix), stripPrefix: r.StripPrefix,
 			cost: r.Cost, upstream: up, normalize: r.Errors.NormalizeErrors(), rfc9457: r.Errors.Format == "rfc9457",
 			errMaxBody: int(r.Errors.MaxBody), maxBody: int(r.MaxRequestBody), upgrade: r.AllowUpgrade,
-			refunds: r.Refunds, hasRefunds: r.HasRefunds, mode: r.LimitMode,
+			refunds: r.Refunds, mode: r.LimitMode,
 		}
 		if rt.name == "" {
 			rt.name = fmt.Sprintf("routes[%d]", i)

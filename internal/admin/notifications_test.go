@@ -32,9 +32,11 @@ const notifyToken = "tga_notifications_0123456789"
 func TestListNotifications(t *testing.T) {
 	t0 := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	recs := fakeNotifications{
-		{ID: "usage.acme.2026-12.80.200", Kind: notify.KindUsage, Tenant: "acme", Status: notify.StatusDelivered, Created: t0},
-		{ID: "usage.acme.2026-12.100.200", Kind: notify.KindUsage, Tenant: "acme", Status: notify.StatusPending, Created: t0.Add(time.Minute), Attempts: 2, LastError: "the receiver answered 500"},
-		{ID: "limit_request.lr_1.filed", Kind: notify.KindRequestFiled, Tenant: "globex", Status: notify.StatusPending, Created: t0.Add(2 * time.Minute)},
+		{Body: notify.Body{ID: "usage.acme.2026-12.80.200", Kind: notify.KindUsage, Tenant: "acme", Created: t0}, Status: notify.StatusDelivered},
+		{Body: notify.Body{ID: "usage.acme.2026-12.100.200", Kind: notify.KindUsage, Tenant: "acme", Created: t0.Add(time.Minute)},
+			Status: notify.StatusPending, Attempts: 2, LastError: "the receiver answered 500"},
+		{Body: notify.Body{ID: "limit_request.lr_1.filed", Kind: notify.KindRequestFiled, Tenant: "globex", Created: t0.Add(2 * time.Minute)},
+			Status: notify.StatusPending},
 	}
 	a := admin.New(admin.Options{TokenDigest: sha256.Sum256([]byte(notifyToken)), Notifications: recs})
 	get := func(query string) (int, []byte) {

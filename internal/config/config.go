@@ -301,7 +301,7 @@ type Plan struct {
 
 	// Parsed.
 	Location *time.Location `yaml:"-"`
-	// Refunds is RefundOn parsed; nil when empty.
+	// Refunds is RefundOn parsed; nil when unset.
 	Refunds *access.StatusSet `yaml:"-"`
 }
 
@@ -344,7 +344,7 @@ func (o OverLimit) For(limit int64) int64 {
 // parseRefunds parses a refund_on list into a set; field names the list
 // for errors.
 func parseRefunds(list []string, field string, add func(path, format string, args ...any)) *access.StatusSet {
-	if len(list) == 0 {
+	if list == nil {
 		return nil
 	}
 	set := new(access.StatusSet)
@@ -488,11 +488,10 @@ type Route struct {
 	// Mode, when set ("enforce" or "shadow"), replaces the plan's mode on
 	// this route.
 	Mode string `yaml:"mode"`
-	// Refunds is RefundOn parsed (nil: the plan's); HasRefunds says
-	// RefundOn was set. LimitMode is Mode parsed (ModePlan: the plan's).
-	Refunds    *access.StatusSet `yaml:"-"`
-	HasRefunds bool              `yaml:"-"`
-	LimitMode  access.Mode       `yaml:"-"`
+	// Refunds is RefundOn parsed (nil: the plan's; empty: none). LimitMode
+	// is Mode parsed (ModePlan: the plan's).
+	Refunds   *access.StatusSet `yaml:"-"`
+	LimitMode access.Mode       `yaml:"-"`
 
 	// Parsed: the upstream pool (inline URLs get a generated name).
 	UpstreamName string `yaml:"-"`
@@ -919,8 +918,7 @@ func (c *Config) validate() []FieldError {
 			add(path+".cost", "must be positive")
 		}
 		if r.RefundOn != nil {
-			r.HasRefunds = true
-			r.Refunds = parseRefunds(*r.RefundOn, path+".refund_on", add)
+			r.Refunds = parseRefunds(append([]string{}, *r.RefundOn...), path+".refund_on", add)
 		}
 		switch r.Mode {
 		case "":

@@ -41,11 +41,11 @@ routes:
 	if got := c.Plans["fixed"].OverLimit.For(50); got != 7 {
 		t.Errorf("allow 7 = %d", got)
 	}
-	if r := c.Routes[0]; !r.HasRefunds || !r.Refunds.Empty() || r.LimitMode != access.ModeEnforce {
-		t.Errorf("route /a: refunds %v %+v, mode %v", r.HasRefunds, r.Refunds, r.LimitMode)
+	if r := c.Routes[0]; r.Refunds == nil || !r.Refunds.Empty() || r.LimitMode != access.ModeEnforce {
+		t.Errorf("route /a: refunds %+v, mode %v; want an empty set of its own and enforce", r.Refunds, r.LimitMode)
 	}
-	if r := c.Routes[1]; r.HasRefunds || r.LimitMode != access.ModePlan {
-		t.Errorf("route /b takes its plan's: %v %v", r.HasRefunds, r.LimitMode)
+	if r := c.Routes[1]; r.Refunds != nil || r.LimitMode != access.ModePlan {
+		t.Errorf("route /b takes its plan's: %+v %v", r.Refunds, r.LimitMode)
 	}
 }
 

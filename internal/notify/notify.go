@@ -59,23 +59,10 @@ var Kinds = []string{KindUsage, KindRequestFiled, KindRequestDecided}
 // Outcomes counted per kind (Stats).
 var Outcomes = []string{"created", "exists", "create_failed", "delivered", "failed"}
 
-// Record is a notification as the bucket keeps it.
+// Record is a notification as the bucket keeps it: the webhook's body and
+// its delivery state.
 type Record struct {
-	// ID is the record's key, and the Tollgate-Notification-Id header:
-	// usage.<tenant>.<period>.<percent>.<limit> or
-	// limit_request.<request id>.<filed|decided>.
-	ID     string `json:"id"`
-	Kind   string `json:"kind"`
-	Tenant string `json:"tenant"`
-	// Period, Threshold (percent of Limit), Limit and Used (the ledger
-	// total seen when the crossing was noticed): usage notifications.
-	Period    string `json:"period,omitempty"`
-	Threshold int64  `json:"threshold,omitempty"`
-	Limit     int64  `json:"limit,omitempty"`
-	Used      int64  `json:"used,omitempty"`
-	// LimitRequest is the request as it was at the event.
-	LimitRequest *store.LimitRequest `json:"limit_request,omitempty"`
-	Created      time.Time           `json:"created"`
+	Body
 
 	// Delivery state, not sent.
 	Status      string     `json:"status"`
@@ -95,21 +82,24 @@ type Claim struct {
 // Body is the JSON a webhook carries: a record without its delivery
 // state. It is the same on every attempt.
 type Body struct {
-	ID           string              `json:"id"`
-	Kind         string              `json:"kind"`
-	Tenant       string              `json:"tenant"`
-	Period       string              `json:"period,omitempty"`
-	Threshold    int64               `json:"threshold,omitempty"`
-	Limit        int64               `json:"limit,omitempty"`
-	Used         int64               `json:"used,omitempty"`
+	// ID is the record's key, and the Tollgate-Notification-Id header:
+	// usage.<tenant>.<period>.<percent>.<limit> or
+	// limit_request.<request id>.<filed|decided>.
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	Tenant string `json:"tenant"`
+	// Period, Threshold (percent of Limit), Limit and Used (the ledger
+	// total seen when the crossing was noticed): usage notifications.
+	Period    string `json:"period,omitempty"`
+	Threshold int64  `json:"threshold,omitempty"`
+	Limit     int64  `json:"limit,omitempty"`
+	Used      int64  `json:"used,omitempty"`
+	// LimitRequest is the request as it was at the event.
 	LimitRequest *store.LimitRequest `json:"limit_request,omitempty"`
 	Created      time.Time           `json:"created"`
 }
 
-func (r *Record) body() ([]byte, error) {
-	return json.Marshal(Body{ID: r.ID, Kind: r.Kind, Tenant: r.Tenant, Period: r.Period, Threshold: r.Threshold,
-		Limit: r.Limit, Used: r.Used, LimitRequest: r.LimitRequest, Created: r.Created})
-}
+func (r *Record) body() ([]byte, error) { return json.Marshal(r.Body) }
 
 // UsageKey is the key, and id, of the notification of tenant's usage
 // crossing percent of limit in period.
@@ -284,8 +274,8 @@ func (n *Notifier) LimitRequest(ctx context.Context, r *store.LimitRequest, even
 	}
 	lr := *r
 	now := n.o.Now().UTC()
-	rec := &Record{ID: RequestKey(r.ID, event), Kind: kind, Tenant: r.Tenant, LimitRequest: &lr,
-		Created: now, Status: StatusPending, NextAttempt: time.Now().UTC()}
+	rec := &Record{Body: Body{ID: RequestKey(r.ID, event), Kind: kind, Tenant: r.Tenant, LimitRequest: &lr, Created: now},
+		Status: StatusPending, NextAttempt: time.Now().UTC()}
 	if err := n.create(ctx, rec); err != nil {
 		n.mu.Lock()
 		n.todo[rec.ID] = rec
@@ -418,8 +408,8 @@ func (n *Notifier) crossed(tenant, period string, total int64) {
 			n.known[key] = struct{}{}
 			continue
 		}
-		n.todo[key] = &Record{ID: key, Kind: KindUsage, Tenant: tenant, Period: period, Threshold: p, Limit: t.Limit,
-			Used: total, Created: now, Status: StatusPending, NextAttempt: time.Now().UTC()}
+		n.todo[key] = &Record{Body: Body{ID: key, Kind: KindUsage, Tenant: tenant, Period: period, Threshold: p, Limit: t.Limit,
+			Used: total, Created: now}, Status: StatusPending, NextAttempt: time.Now().UTC()}
 	}
 }
 
